@@ -1,0 +1,426 @@
+//! The on-flash format, as pure encode/decode functions (no flash access, no page logic).
+//!
+//! See `docs/SPEC.md` for the normative description; this is its executable form. All integers
+//! are little-endian; the erased value of flash is `0xFF`.
+//!
+//! ```text
+//! Page header (32 bytes, at offset 0 of every page in use):
+//!  0      4      5      6        8      12         16            20           28     32
+//! +------+------+------+--------+------+----------+-------------+------------+------+
+//! |magic |vers. |flags |id_high |seq   |tail_seq  |erase_count  |namespace   |crc32 |
+//! |u32   |u8    |u8    |u16     |u32   |u32       |u32          |u64         |u32   |
+//! +------+------+------+--------+------+----------+-------------+------------+------+
+//!
+//! Record (4-byte tag, data, 4-byte CRC trailer, padded with 0xFF to a multiple of WRITE_SIZE):
+//!  0                                   4                  4+len      8+len
+//! +-----------------------------------+------------------+----------+---------+
+//! | tag u32: type:4 | more:1 | arg:11 | data (len bytes) | crc32    | padding |
+//! |          | id_low:16              |                  |          |         |
+//! +-----------------------------------+------------------+----------+---------+
+//! tag bits 31..28 type, bit 27 more, bits 26..16 arg, bits 15..0 id_low.
+//! crc32 (CRC-32C) covers the 4 tag bytes followed by the data bytes. The CRC trails the data
+//! so a record can be streamed to flash (compaction copies without buffering a whole value),
+//! and a scan that only skips records reads 4 bytes per record.
+//! ```
+
+use crate::key::{Key, Kind};
+
+/// `b"MQPS"` read as a little-endian u32.
+pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"MQPS");
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Bytes taken by the page header. A multiple of every supported WRITE_SIZE (1..=32).
+pub const PAGE_HEADER_LEN: usize = 32;
+/// Bytes of framing per record: the tag before the data and the CRC after it.
+pub const RECORD_OVERHEAD: usize = 8;
+/// Bytes of the tag word.
+pub const TAG_LEN: usize = 4;
+/// The largest data length one fragment can carry (11-bit `arg`).
+pub const MAX_FRAGMENT_DATA: usize = (1 << 11) - 1;
+/// A tag word that reads as erased flash: the end of the written part of a page.
+pub const ERASED_TAG: u32 = u32::MAX;
+
+/// The CRC used for page headers and records: CRC-32C (Castagnoli), chosen for its better
+/// error detection on short messages than the IEEE polynomial.
+pub const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// The page header: identifies a page as part of the log and orders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageHeader {
+    /// Monotonic sequence number of the page in the log: higher is newer.
+    pub seq: u32,
+    /// Sequence number of the oldest page still part of the log when this page was opened.
+    /// Pages with a lower sequence number are garbage, whatever their content says.
+    pub tail_seq: u32,
+    /// How many times this page has been erased.
+    pub erase_count: u32,
+    /// Namespace (hash of client id and server URI) in force at the first record.
+    pub namespace: u64,
+    /// High 16 bits of `c-` and `q-` ids in force at the first record.
+    pub id_high: u16,
+}
+
+/// What 32 header bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderState {
+    /// All `0xFF`: the header was never written.
+    Erased,
+    /// A valid header of this format version.
+    Valid(PageHeader),
+    /// A valid header (magic and CRC check) of a format version we do not know.
+    UnknownVersion(u8),
+    /// Anything else: a torn header write, a torn erase, or foreign data.
+    Garbage,
+}
+
+impl PageHeader {
+    /// Encodes the header into its 32 on-flash bytes.
+    pub fn encode(&self) -> [u8; PAGE_HEADER_LEN] {
+        let mut b = [0u8; PAGE_HEADER_LEN];
+        b[0..4].copy_from_slice(&PAGE_MAGIC.to_le_bytes());
+        b[4] = FORMAT_VERSION;
+        b[5] = 0; // flags: none defined in version 1
+        b[6..8].copy_from_slice(&self.id_high.to_le_bytes());
+        b[8..12].copy_from_slice(&self.seq.to_le_bytes());
+        b[12..16].copy_from_slice(&self.tail_seq.to_le_bytes());
+        b[16..20].copy_from_slice(&self.erase_count.to_le_bytes());
+        b[20..28].copy_from_slice(&self.namespace.to_le_bytes());
+        let crc = CRC.checksum(&b[0..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Classifies 32 bytes read from the start of a page.
+    pub fn decode(b: &[u8; PAGE_HEADER_LEN]) -> HeaderState {
+        if b.iter().all(|&x| x == 0xFF) {
+            return HeaderState::Erased;
+        }
+        if le32(&b[0..4]) != PAGE_MAGIC || le32(&b[28..32]) != CRC.checksum(&b[0..28]) {
+            return HeaderState::Garbage;
+        }
+        if b[4] != FORMAT_VERSION {
+            return HeaderState::UnknownVersion(b[4]);
+        }
+        if b[5] != 0 {
+            return HeaderState::Garbage;
+        }
+        HeaderState::Valid(PageHeader {
+            id_high: u16::from_le_bytes([b[6], b[7]]),
+            seq: le32(&b[8..12]),
+            tail_seq: le32(&b[12..16]),
+            erase_count: le32(&b[16..20]),
+            namespace: u64::from_le_bytes(b[20..28].try_into().unwrap_or([0xFF; 8])),
+        })
+    }
+}
+
+/// Record types (the 4-bit `type` field). 0x0 and 0xF are never written: 0xF is erased flash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    /// 0x1..=0x5: a value for a key of kind `type - 1`; `arg` = fragment data length, `more` =
+    /// a `Cont` fragment follows; `id_low` = low 16 bits of the id.
+    Put(Kind),
+    /// 0x6: continuation of the preceding fragment; `arg` = data length; `more` as for `Put`;
+    /// `id_low` = fragment index (1, 2, ...).
+    Cont,
+    /// 0x7: removes a key; `arg` = kind code, no data.
+    Tombstone,
+    /// 0x8: removes several keys of one kind; `id_low` = kind code, data = base id u32 and a
+    /// u32 bitmap (bit i removes `base + i`); `arg` = 8.
+    Batch,
+    /// 0x9: removes every key of the current namespace written before it; no data.
+    Clear,
+    /// 0xA: sets the high 16 bits of ids for kind `arg` (only `c-` and `q-`) to `id_low`.
+    IdHigh,
+    /// 0xB: sets the namespace of the following records; data = u64 namespace hash.
+    Namespace,
+    /// 0xC: the page with sequence number `data` (u32) is retired: its live records were moved
+    /// and it is about to be erased.
+    Retire,
+    /// 0xD: the following puts in this page were moved by compaction; data = origin page seq
+    /// u32 and the ordinal u32 of the first of them (insertion order survives compaction).
+    /// Origin seq `u32::MAX` ends the run: later puts are new again.
+    Origin,
+}
+
+impl RecordType {
+    fn code(self) -> u32 {
+        match self {
+            RecordType::Put(kind) => 1 + kind.code() as u32,
+            RecordType::Cont => 0x6,
+            RecordType::Tombstone => 0x7,
+            RecordType::Batch => 0x8,
+            RecordType::Clear => 0x9,
+            RecordType::IdHigh => 0xA,
+            RecordType::Namespace => 0xB,
+            RecordType::Retire => 0xC,
+            RecordType::Origin => 0xD,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<RecordType> {
+        Some(match code {
+            0x1..=0x5 => RecordType::Put(Kind::from_code(code as u8 - 1)?),
+            0x6 => RecordType::Cont,
+            0x7 => RecordType::Tombstone,
+            0x8 => RecordType::Batch,
+            0x9 => RecordType::Clear,
+            0xA => RecordType::IdHigh,
+            0xB => RecordType::Namespace,
+            0xC => RecordType::Retire,
+            0xD => RecordType::Origin,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded record tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    /// What the record is.
+    pub ty: RecordType,
+    /// Another fragment of the same value follows (only `Put` and `Cont`).
+    pub more: bool,
+    /// Type-specific 11-bit argument (see [`RecordType`]).
+    pub arg: u16,
+    /// Low 16 bits of the key id, or a type-specific value.
+    pub id_low: u16,
+}
+
+/// Why a tag word is not a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagError {
+    /// Erased flash: the end of the written part of the page.
+    Erased,
+    /// Not a valid tag: torn or corrupted.
+    Invalid,
+}
+
+impl Tag {
+    /// A tag; `arg` must fit 11 bits (callers pass lengths already limited by
+    /// [`MAX_FRAGMENT_DATA`]).
+    pub fn new(ty: RecordType, more: bool, arg: u16, id_low: u16) -> Tag {
+        Tag {
+            ty,
+            more,
+            arg: arg & 0x7FF,
+            id_low,
+        }
+    }
+
+    /// The 32-bit tag word.
+    pub fn encode(&self) -> u32 {
+        (self.ty.code() << 28) | ((self.more as u32) << 27) | ((self.arg as u32) << 16) | self.id_low as u32
+    }
+
+    /// Decodes and validates a tag word: unknown types, `more` on a type that cannot continue,
+    /// kinds out of range and wrong fixed lengths are all `Invalid`.
+    pub fn decode(word: u32) -> Result<Tag, TagError> {
+        if word == ERASED_TAG {
+            return Err(TagError::Erased);
+        }
+        let ty = RecordType::from_code(word >> 28).ok_or(TagError::Invalid)?;
+        let tag = Tag {
+            ty,
+            more: word & (1 << 27) != 0,
+            arg: ((word >> 16) & 0x7FF) as u16,
+            id_low: word as u16,
+        };
+        let can_continue = matches!(ty, RecordType::Put(_) | RecordType::Cont);
+        let valid = (can_continue || !tag.more)
+            && match ty {
+                RecordType::Put(_) | RecordType::Cont => true,
+                RecordType::Tombstone => Kind::from_code(tag.arg as u8).is_some() && tag.arg < 8,
+                RecordType::Batch => tag.arg == 8 && Kind::from_code(tag.id_low as u8).is_some() && tag.id_low < 8,
+                RecordType::Clear => tag.arg == 0 && tag.id_low == 0,
+                RecordType::IdHigh => {
+                    matches!(Kind::from_code(tag.arg as u8), Some(Kind::Command | Kind::Queued)) && tag.arg < 8
+                }
+                RecordType::Namespace => tag.arg == 8 && tag.id_low == 0,
+                RecordType::Retire => tag.arg == 4 && tag.id_low == 0,
+                RecordType::Origin => tag.arg == 8 && tag.id_low == 0,
+            };
+        if valid { Ok(tag) } else { Err(TagError::Invalid) }
+    }
+
+    /// Bytes of data that follow the header.
+    pub fn data_len(&self) -> usize {
+        match self.ty {
+            RecordType::Tombstone | RecordType::IdHigh | RecordType::Clear => 0,
+            _ => self.arg as usize,
+        }
+    }
+
+    /// The kind named by a `Tombstone`, `Batch` or `IdHigh` tag, or the kind of a `Put`.
+    pub fn kind(&self) -> Option<Kind> {
+        match self.ty {
+            RecordType::Put(kind) => Some(kind),
+            RecordType::Tombstone | RecordType::IdHigh => Kind::from_code(self.arg as u8),
+            RecordType::Batch => Kind::from_code(self.id_low as u8),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes a record with `data_len` bytes of data occupies on flash with this write size.
+pub const fn stored_len(data_len: usize, write_size: usize) -> usize {
+    round_up(RECORD_OVERHEAD + data_len, write_size)
+}
+
+/// `n` rounded up to a multiple of `to` (`to` >= 1).
+pub const fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// The CRC of a record: over the tag word's bytes, then the data in as many pieces as given.
+pub fn record_crc(tag_word: u32, data: &[&[u8]]) -> u32 {
+    let mut digest = CRC.digest();
+    digest.update(&tag_word.to_le_bytes());
+    for part in data {
+        digest.update(part);
+    }
+    digest.finalize()
+}
+
+/// The full id of a key from its low 16 bits and the id-high context of its kind.
+pub fn full_id(kind: Kind, id_low: u16, id_high: u16) -> u32 {
+    if kind.uses_packet_id() {
+        id_low as u32
+    } else {
+        ((id_high as u32) << 16) | id_low as u32
+    }
+}
+
+/// The high 16 bits a key needs in the id-high context (0 for packet-id kinds).
+pub fn id_high_of(key: Key) -> u16 {
+    if key.kind().uses_packet_id() {
+        0
+    } else {
+        (key.id() >> 16) as u16
+    }
+}
+
+/// A little-endian u32 from the first four bytes of `b` (callers pass 4-byte slices).
+pub fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Namespace hash of a client identity: FNV-1a 64 over the client id, a 0 byte, and the server
+/// URI. Stored in page headers and `Namespace` records so two clients sharing a partition never
+/// see each other's keys.
+pub fn namespace_hash(client_id: &str, server_uri: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in client_id.as_bytes().iter().chain(&[0u8]).chain(server_uri.as_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_header_round_trips_and_detects_damage() {
+        let h = PageHeader {
+            seq: 7,
+            tail_seq: 3,
+            erase_count: 12,
+            namespace: 0xDEAD_BEEF_0123_4567,
+            id_high: 2,
+        };
+        let bytes = h.encode();
+        assert_eq!(&bytes[0..4], b"MQPS");
+        assert_eq!(PageHeader::decode(&bytes), HeaderState::Valid(h));
+        for i in 0..PAGE_HEADER_LEN {
+            let mut bad = bytes;
+            bad[i] ^= 0x10;
+            assert_ne!(
+                PageHeader::decode(&bad),
+                HeaderState::Valid(h),
+                "flip in byte {i} undetected"
+            );
+        }
+        assert_eq!(PageHeader::decode(&[0xFF; 32]), HeaderState::Erased);
+        assert_eq!(PageHeader::decode(&[0; 32]), HeaderState::Garbage);
+    }
+
+    #[test]
+    fn unknown_version_is_reported_not_garbage() {
+        let mut bytes = PageHeader {
+            seq: 1,
+            tail_seq: 1,
+            erase_count: 0,
+            namespace: 0,
+            id_high: 0,
+        }
+        .encode();
+        bytes[4] = 9;
+        let crc = CRC.checksum(&bytes[0..28]);
+        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(PageHeader::decode(&bytes), HeaderState::UnknownVersion(9));
+    }
+
+    #[test]
+    fn tag_layout_is_bit_exact() {
+        let tag = Tag::new(RecordType::Put(Kind::Command), true, 64, 0x1234);
+        assert_eq!(tag.encode(), (4 << 28) | (1 << 27) | (64 << 16) | 0x1234);
+        assert_eq!(Tag::decode(tag.encode()), Ok(tag));
+        assert_eq!(tag.data_len(), 64);
+        assert_eq!(Tag::decode(ERASED_TAG), Err(TagError::Erased));
+        assert_eq!(Tag::decode(0), Err(TagError::Invalid));
+        // `more` is only meaningful on fragments.
+        assert_eq!(Tag::decode((0x7 << 28) | (1 << 27) | (3 << 16)), Err(TagError::Invalid));
+        // A tombstone naming kind 5 does not exist.
+        assert_eq!(Tag::decode((0x7 << 28) | (5 << 16)), Err(TagError::Invalid));
+        // Fixed-length records with another length are corrupt.
+        assert_eq!(Tag::decode((0xB << 28) | (7 << 16)), Err(TagError::Invalid));
+        assert_eq!(Tag::decode(0xE000_0000), Err(TagError::Invalid));
+    }
+
+    #[test]
+    fn every_type_round_trips() {
+        let tags = [
+            Tag::new(RecordType::Put(Kind::Sent), false, 0, 1),
+            Tag::new(RecordType::Cont, false, 2047, 3),
+            Tag::new(RecordType::Tombstone, false, Kind::Queued.code() as u16, 9),
+            Tag::new(RecordType::Batch, false, 8, Kind::Command.code() as u16),
+            Tag::new(RecordType::Clear, false, 0, 0),
+            Tag::new(RecordType::IdHigh, false, Kind::Command.code() as u16, 7),
+            Tag::new(RecordType::Namespace, false, 8, 0),
+            Tag::new(RecordType::Retire, false, 4, 0),
+            Tag::new(RecordType::Origin, false, 8, 0),
+        ];
+        for tag in tags {
+            assert_eq!(Tag::decode(tag.encode()), Ok(tag), "{tag:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_crc() {
+        assert_eq!(stored_len(64, 4), 72);
+        assert_eq!(stored_len(64, 16), 80);
+        assert_eq!(stored_len(0, 1), 8);
+        assert_eq!(stored_len(1, 32), 32);
+        let word = Tag::new(RecordType::Put(Kind::Sent), false, 5, 1).encode();
+        let whole = record_crc(word, &[b"hello"]);
+        assert_eq!(whole, record_crc(word, &[b"he", b"llo"]));
+        assert_ne!(whole, record_crc(word, &[b"hellp"]));
+        // CRC-32C check value.
+        assert_eq!(CRC.checksum(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn ids_and_namespaces() {
+        assert_eq!(full_id(Kind::Command, 0x0001, 0x0002), 0x0002_0001);
+        assert_eq!(full_id(Kind::Sent, 0x0001, 0x0002), 1);
+        assert_eq!(id_high_of(Key::command(0x0005_0000)), 5);
+        assert_eq!(id_high_of(Key::sent(0xFFFF)), 0);
+        assert_ne!(
+            namespace_hash("dev-1", "tcp://a:1883"),
+            namespace_hash("dev-2", "tcp://a:1883")
+        );
+        assert_ne!(namespace_hash("ab", "c"), namespace_hash("a", "bc"));
+    }
+}

@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod error;
+pub mod flash;
+pub mod key;
+mod log;
+pub mod persistence;
+pub mod store;
+
+#[cfg(feature = "std")]
+pub mod file_flash;
+
+pub use error::Error;
+pub use key::{Key, Kind, ParseKeyError};
+pub use log::MountReport;
+pub use persistence::{Blocking, Persistence, Transform, Transformed};
+pub use store::{Config, KeyCursor, Store, Usage};

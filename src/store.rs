@@ -1,0 +1,304 @@
+//! The key-value store: Paho's semantics (namespaces, atomic put, remove, clear, keys in
+//! insertion order) on top of the log.
+
+use embedded_storage_async::nor_flash::NorFlash;
+
+use crate::codec::{MAX_FRAGMENT_DATA, RECORD_OVERHEAD, RecordType, Tag, namespace_hash, stored_len};
+use crate::error::Error;
+use crate::key::Key;
+use crate::log::{BATCH, Chain, Loc, Log, MountReport, Source, Stamp, units};
+
+type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
+
+/// Store configuration. Build it in a `const` to catch mistakes at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// The largest value `put` accepts, in bytes. Compaction keeps room for one value of this
+    /// size in reserve, so a smaller limit leaves more room for data. At most one page minus
+    /// framing (see [`Store::max_value_limit`]).
+    pub max_value_len: usize,
+}
+
+impl Config {
+    /// A configuration with the given value limit (must not be 0).
+    pub const fn new(max_value_len: usize) -> Config {
+        assert!(max_value_len > 0, "max_value_len must be at least 1");
+        Config { max_value_len }
+    }
+}
+
+/// Where [`Store::keys`] continues from: start with `KeyCursor::default()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyCursor(Stamp);
+
+/// A Paho-style persistence store on NOR flash of `PAGES` erase pages.
+///
+/// It owns the flash ([`Store::into_flash`] gives it back). RAM use is this struct: 12 bytes
+/// per page plus a fixed ~300 bytes; every operation works in bounded stack buffers.
+pub struct Store<F: NorFlash, const PAGES: usize> {
+    log: Log<F, PAGES>,
+    ns: Option<u64>,
+}
+
+impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
+    /// Mounts the store: reads every page header and the newest page, rebuilds the RAM index,
+    /// and recovers from an interrupted write. Writes nothing. On failure the flash is given
+    /// back with the error.
+    ///
+    /// A default `max_value_len` of a quarter page is used by [`Store::mount_default`].
+    pub async fn mount(flash: F, config: Config) -> Result<Self, (F, Error<F::Error>)> {
+        let log = Log::mount(flash, config.max_value_len as u32).await?;
+        Ok(Store { log, ns: None })
+    }
+
+    /// [`Store::mount`] with `max_value_len` a quarter of the page payload.
+    pub async fn mount_default(flash: F) -> Result<Self, (F, Error<F::Error>)> {
+        let max = (Log::<F, PAGES>::payload() / 4) as usize;
+        Self::mount(flash, Config { max_value_len: max }).await
+    }
+
+    /// The largest `max_value_len` this flash geometry supports.
+    pub fn max_value_limit() -> usize {
+        Log::<F, PAGES>::max_value_limit() as usize
+    }
+
+    /// What the mount found: damaged pages or records, an interrupted write.
+    pub fn mount_report(&self) -> MountReport {
+        self.log.report()
+    }
+
+    /// Gives the flash back (pending deferred removals are lost: call `close` first).
+    pub fn into_flash(self) -> F {
+        self.log.into_flash()
+    }
+
+    /// The flash, for its statistics.
+    pub fn flash(&self) -> &F {
+        self.log.flash()
+    }
+
+    /// Space figures: bytes still available to values, and live bytes charged now.
+    pub fn usage(&self) -> Usage {
+        let usable = self.log.usable_units() as u64 * 8;
+        let live = self.log.live_units() as u64 * 8;
+        Usage {
+            capacity_bytes: usable,
+            live_bytes: live,
+            log_pages: self.log.log_pages(),
+        }
+    }
+
+    fn ns(&self) -> Res<u64, F> {
+        self.ns.ok_or(Error::NotOpen)
+    }
+
+    /// Opens the namespace of `client_id` at `server_uri`. Keys of other namespaces on the
+    /// same flash stay invisible and untouched. Opening again with the same identity is a
+    /// no-op; with another identity it is [`Error::AlreadyOpen`].
+    pub async fn open(&mut self, client_id: &str, server_uri: &str) -> Res<(), F> {
+        let ns = namespace_hash(client_id, server_uri);
+        match self.ns {
+            Some(cur) if cur == ns => Ok(()),
+            Some(_) => Err(Error::AlreadyOpen),
+            None => {
+                self.ns = Some(ns);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes deferred removals durable and closes the namespace.
+    pub async fn close(&mut self) -> Res<(), F> {
+        let ns = self.ns()?;
+        self.log.flush_pending(ns).await?;
+        self.ns = None;
+        Ok(())
+    }
+
+    /// Whether a namespace is open.
+    pub fn is_open(&self) -> bool {
+        self.ns.is_some()
+    }
+
+    /// Stores the concatenation of `parts` under `key`, replacing any value, as one atomic
+    /// record: after a power cut the key holds the old or the new value, nothing else.
+    ///
+    /// Cancellation: dropping the future part-way is a power cut as far as the flash is
+    /// concerned; the key keeps its old value.
+    pub async fn put(&mut self, key: Key, parts: &[&[u8]]) -> Res<(), F> {
+        let ns = self.ns()?;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > self.max_value() {
+            return Err(Error::TooLarge { max: self.max_value() });
+        }
+        let est = estimate(len, F::WRITE_SIZE);
+        let old = self.log.locate_raw(ns, key).await?;
+        let old_units = match old {
+            Loc::At { stored, .. } => units(stored) as u32,
+            Loc::Absent => 0,
+        };
+        let fits = |log: &Log<F, PAGES>| log.live_units() + units(est) as u32 <= log.usable_units() + old_units;
+        if !fits(&self.log) && self.log.has_inexact() {
+            self.log.refine().await?;
+        }
+        if !fits(&self.log) {
+            return Err(Error::Full);
+        }
+        self.log.make_room(est + 64, ns).await?;
+        // Compaction may have moved the old value: find it again.
+        let old = self.log.locate_raw(ns, key).await?;
+        let mut src = Source::ram(parts);
+        self.log.append_value(key, ns, None, len as u32, &mut src).await?;
+        self.log.unpend(key);
+        self.log.uncharge(old);
+        Ok(())
+    }
+
+    /// Copies the value of `key` into `buf` and returns it. [`Error::BufferTooSmall`] names the
+    /// size needed; [`Error::Corrupted`] means the stored bytes failed their CRC.
+    pub async fn get<'b>(&mut self, key: Key, buf: &'b mut [u8]) -> Res<&'b [u8], F> {
+        let ns = self.ns()?;
+        match self.log.locate(ns, key).await? {
+            Loc::Absent => Err(Error::NotFound),
+            Loc::At { page, off, len, .. } => {
+                let len = len as usize;
+                if buf.len() < len {
+                    return Err(Error::BufferTooSmall { needed: len });
+                }
+                let tag = self.log.tag_at(page, off).await?;
+                let mut src = Source::Flash(Chain::start(page, off, tag));
+                let got = self.log.pull(&mut src, &mut buf[..len]).await?;
+                if got != len {
+                    return Err(Error::Corrupted);
+                }
+                // Reading the last byte does not reach the last CRC when the value ends a
+                // fragment exactly: pull once more to check it.
+                let mut end = [0u8; 1];
+                if self.log.pull(&mut src, &mut end).await? != 0 {
+                    return Err(Error::Corrupted);
+                }
+                Ok(&buf[..len])
+            }
+        }
+    }
+
+    /// The stored length of the value of `key`.
+    pub async fn len_of(&mut self, key: Key) -> Res<usize, F> {
+        let ns = self.ns()?;
+        match self.log.locate(ns, key).await? {
+            Loc::Absent => Err(Error::NotFound),
+            Loc::At { len, .. } => Ok(len as usize),
+        }
+    }
+
+    /// Removes `key` durably: when this returns, a power cut cannot bring it back.
+    /// [`Error::NotFound`] if it is absent (also when a deferred removal already took it).
+    /// Never fails with [`Error::Full`]: every value's tombstone is reserved when it is put.
+    pub async fn remove(&mut self, key: Key) -> Res<(), F> {
+        let ns = self.ns()?;
+        if self.log.is_pending(key) {
+            return Err(Error::NotFound);
+        }
+        if self.log.locate(ns, key).await? == Loc::Absent {
+            return Err(Error::NotFound);
+        }
+        let stored = stored_len(0, F::WRITE_SIZE) as u32;
+        self.log.make_room(stored + 64, ns).await?;
+        let loc = self.log.locate(ns, key).await?;
+        let tag = Tag::new(RecordType::Tombstone, false, key.kind().code() as u16, key.id() as u16);
+        self.log.append_small(tag, &[], ns, Some(key), false).await?;
+        self.log.uncharge(loc);
+        Ok(())
+    }
+
+    /// Removes `key` now as far as every read is concerned, but writes the removal later, in a
+    /// batch with up to 31 others (or when the page holding the value is reclaimed, in which
+    /// case it costs nothing). A power cut before then brings the key back: use this only
+    /// where a duplicate is harmless, such as a QoS 1 PUBACK (the message is resent, which
+    /// at-least-once allows). Does not read flash and does not check that the key exists.
+    pub async fn remove_deferred(&mut self, key: Key) -> Res<(), F> {
+        let ns = self.ns()?;
+        if self.log.is_pending(key) {
+            return Err(Error::NotFound);
+        }
+        if !self.log.pend(key) {
+            self.log.flush_pending(ns).await?;
+            if !self.log.pend(key) {
+                return Err(Error::LogicBug);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes deferred removals now.
+    pub async fn flush(&mut self) -> Res<(), F> {
+        let ns = self.ns()?;
+        self.log.flush_pending(ns).await
+    }
+
+    /// Deferred removals not yet written.
+    pub fn pending_removals(&self) -> usize {
+        self.log.pending().len()
+    }
+
+    /// Whether `key` has a value.
+    pub async fn contains(&mut self, key: Key) -> Res<bool, F> {
+        let ns = self.ns()?;
+        Ok(self.log.locate(ns, key).await? != Loc::Absent)
+    }
+
+    /// Removes every key of the open namespace with one record: after a power cut either all
+    /// keys are there or none.
+    pub async fn clear(&mut self) -> Res<(), F> {
+        let ns = self.ns()?;
+        let stored = stored_len(0, F::WRITE_SIZE) as u32;
+        self.log.make_room(stored + 64, ns).await?;
+        self.log
+            .append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, false)
+            .await?;
+        while let Some(&k) = self.log.pending().first() {
+            self.log.unpend(k);
+        }
+        self.log.cleared();
+        Ok(())
+    }
+
+    /// Fills `out` with the next keys in insertion order (the order of their latest `put`,
+    /// kept across compaction) and returns how many; 0 when there are no more. At most
+    /// 32 keys per call; `cursor` remembers the position. Allocates nothing.
+    pub async fn keys(&mut self, cursor: &mut KeyCursor, out: &mut [Key]) -> Res<usize, F> {
+        let ns = self.ns()?;
+        let take = out.len().min(BATCH);
+        let (n, next) = self.log.next_keys(ns, cursor.0, &mut out[..take]).await?;
+        cursor.0 = next;
+        Ok(n)
+    }
+
+    fn max_value(&self) -> usize {
+        self.log.max_value() as usize
+    }
+}
+
+/// Space use of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Usage {
+    /// Bytes that live records (with their framing) may take in all.
+    pub capacity_bytes: u64,
+    /// Bytes charged to live records now (an upper bound right after mount).
+    pub live_bytes: u64,
+    /// Pages in the log.
+    pub log_pages: u32,
+}
+
+/// Upper bound of the bytes a value of `len` takes on flash: its fragments plus one extra
+/// fragment header in case it is split at a page end.
+fn estimate(len: usize, ws: usize) -> u32 {
+    let full = len / MAX_FRAGMENT_DATA;
+    let rest = len % MAX_FRAGMENT_DATA;
+    let mut b = full * stored_len(MAX_FRAGMENT_DATA, ws);
+    if rest > 0 || full == 0 {
+        b += stored_len(rest, ws);
+    }
+    (b + RECORD_OVERHEAD + ws) as u32
+}
