@@ -291,6 +291,16 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
         }
     }
 
+    /// A fully erased flash on the heap, built in place (a large simulated flash would
+    /// overflow the stack if built by value first).
+    #[cfg(feature = "std")]
+    pub fn boxed() -> std::boxed::Box<Self> {
+        let mut b = std::boxed::Box::new_uninit();
+        Self::new_in_place(&mut b);
+        // Safety: `new_in_place` initialised every field of `*b`.
+        unsafe { b.assume_init() }
+    }
+
     /// Creates a fully erased flash in ECC mode (each word may be programmed
     /// only once per erase).
     pub const fn new_ecc() -> Self {

@@ -862,6 +862,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             data[0..4].copy_from_slice(&base.to_le_bytes());
             data[4..8].copy_from_slice(&bits.to_le_bytes());
             let tag = Tag::new(RecordType::Batch, false, 8, kind.code() as u16);
+            let room = self.make_room(stored_len(8, ws::<F>()) as u32 + CTX_COST as u32, ns).await;
+            // Compaction may have made some of them durable already; locate again after it.
+            let room = match room {
+                Ok(()) => self.locate_many(&group[..n], &mut locs[..n]).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = room {
+                for g in &group[..n] {
+                    self.pend(g.1);
+                }
+                return Err(e);
+            }
             if let Err(e) = self.append_small(tag, &data, ns, None, true).await {
                 // Nothing was removed durably: keep them pending.
                 for g in &group[..n] {
@@ -1245,13 +1257,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         c
     }
 
-    /// Appends a record that never fragments (removals, retire markers). `user` records keep
-    /// the spill reserve free; compaction's own records may use it.
+    /// Appends a record that never fragments (removals, retire markers). Callers reserve room
+    /// first with [`Self::make_room`] (`user`), except compaction, whose records may use the
+    /// reserve.
     pub async fn append_small(&mut self, tag: Tag, data: &[u8], ns: u64, key: Option<Key>, user: bool) -> Res<(), F> {
         let stored = stored_len(data.len(), ws::<F>()) as u32;
-        if user {
-            self.make_room(stored + CTX_COST as u32, ns).await?;
-        }
         let origin = if tag.ty == RecordType::Retire {
             self.head_ctx.origin
         } else {
@@ -1269,8 +1279,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.prepare_head(want, stored, !user).await?;
         let len = data.len();
         self.write_record(tag, &mut Source::ram(&[data]), len).await?;
+        let info = &mut self.pages[self.head as usize];
         if tag.ty == RecordType::Clear {
-            self.pages[self.head as usize].flags |= F_CLEAR;
+            info.flags |= F_CLEAR;
+        }
+        if let Some(k) = key {
+            info.note(k.kind(), k.id(), k.id());
         }
         Ok(())
     }
