@@ -58,7 +58,13 @@ pub struct PageHeader {
     pub namespace: u64,
     /// High 16 bits of `c-` and `q-` ids in force at the first record.
     pub id_high: u16,
+    /// The previous page of the log ended in an interrupted write: only its records whose CRC
+    /// verifies are part of the log (header flag bit 0).
+    pub prev_torn: bool,
 }
+
+/// Header flag bit 0: see [`PageHeader::prev_torn`].
+pub const FLAG_PREV_TORN: u8 = 1;
 
 /// What 32 header bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +85,7 @@ impl PageHeader {
         let mut b = [0u8; PAGE_HEADER_LEN];
         b[0..4].copy_from_slice(&PAGE_MAGIC.to_le_bytes());
         b[4] = FORMAT_VERSION;
-        b[5] = 0; // flags: none defined in version 1
+        b[5] = if self.prev_torn { FLAG_PREV_TORN } else { 0 };
         b[6..8].copy_from_slice(&self.id_high.to_le_bytes());
         b[8..12].copy_from_slice(&self.seq.to_le_bytes());
         b[12..16].copy_from_slice(&self.tail_seq.to_le_bytes());
@@ -101,7 +107,7 @@ impl PageHeader {
         if b[4] != FORMAT_VERSION {
             return HeaderState::UnknownVersion(b[4]);
         }
-        if b[5] != 0 {
+        if b[5] & !FLAG_PREV_TORN != 0 {
             return HeaderState::Garbage;
         }
         HeaderState::Valid(PageHeader {
@@ -110,6 +116,7 @@ impl PageHeader {
             tail_seq: le32(&b[12..16]),
             erase_count: le32(&b[16..20]),
             namespace: u64::from_le_bytes(b[20..28].try_into().unwrap_or([0xFF; 8])),
+            prev_torn: b[5] & FLAG_PREV_TORN != 0,
         })
     }
 }

@@ -36,6 +36,8 @@ const F_EXACT: u8 = 4;
 const F_BLANK: u8 = 8;
 const F_DIRTY: u8 = 16;
 const F_FOREIGN: u8 = 32;
+/// The page ended in an interrupted write: every record's CRC is checked when scanning it.
+const F_TORN: u8 = 64;
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
@@ -203,6 +205,8 @@ pub struct Log<F: NorFlash, const N: usize> {
     pending_len: u8,
     max_value: u32,
     report: MountReport,
+    /// The head page was sealed after an interrupted write: the next page header says so.
+    prev_torn: bool,
 }
 
 const fn page_size<F: NorFlash>() -> u32 {
@@ -270,6 +274,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             pending_len: 0,
             max_value,
             report: MountReport::default(),
+            prev_torn: false,
         };
         match log.mount_inner().await {
             Ok(()) => Ok(log),
@@ -334,6 +339,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if c.damaged {
             self.report.torn_tail = true;
         }
+        if self.report.torn_tail {
+            // The first write will find the tail not blank and seal the page; from then on it
+            // is scanned with CRC checks, and the next page header records that.
+            self.pages[head as usize].flags |= F_TORN;
+        }
         self.head_off = c.off;
         self.head_ctx = c.ctx;
         self.head_puts = c.puts;
@@ -354,7 +364,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 chain_start = None;
                 continue;
             };
-            self.pages[p as usize] = PageInfo::FREE;
+            let succ = headers[Self::next_page(p) as usize];
+            let torn = succ.is_some_and(|s| s.seq == expect + 1 && s.prev_torn);
+            self.pages[p as usize] = PageInfo {
+                flags: if torn { F_TORN } else { 0 },
+                ..PageInfo::FREE
+            };
             let mut c = self.cursor(p, h, page_size::<F>());
             while let Some(e) = self.next_entry(&mut c).await? {
                 let stored = stored_len(e.tag.data_len(), ws::<F>()) as u32;
@@ -373,7 +388,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
                 self.summarize(p, &e);
             }
-            if c.damaged {
+            if c.damaged && !torn {
                 self.report.damaged_records += 1;
             }
         }
@@ -446,7 +461,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     fn next_page(p: u16) -> u16 {
         ((p as usize + 1) % N) as u16
     }
-
 
     /// Distance of page `p` behind the head, if it is in the log.
     fn age(&self, p: u16) -> Option<u16> {
@@ -570,6 +584,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             stamp: (c.seq, c.puts),
             aux: [0xFF; 8],
         };
+        if self.pages[c.page as usize].flags & F_TORN != 0 && !self.record_crc_ok(c.page, &e).await? {
+            // The interrupted write at the end of a sealed page: the page ends here.
+            c.end = c.off;
+            return Ok(None);
+        }
         match tag.ty {
             RecordType::Batch | RecordType::Namespace | RecordType::Origin | RecordType::Retire => {
                 let n = tag.data_len().min(8);
@@ -862,7 +881,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             data[0..4].copy_from_slice(&base.to_le_bytes());
             data[4..8].copy_from_slice(&bits.to_le_bytes());
             let tag = Tag::new(RecordType::Batch, false, 8, kind.code() as u16);
-            let room = self.make_room(stored_len(8, ws::<F>()) as u32 + CTX_COST as u32, ns).await;
+            let room = self
+                .make_room(stored_len(8, ws::<F>()) as u32 + CTX_COST as u32, ns)
+                .await;
             // Compaction may have made some of them durable already; locate again after it.
             let room = match room {
                 Ok(()) => self.locate_many(&group[..n], &mut locs[..n]).await,
@@ -1115,7 +1136,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 let blank = self.is_blank(self.head, self.head_off).await?;
                 self.head_checked = true;
                 if !blank {
-                    self.head_off = page_size::<F>();
+                    self.seal_torn();
                 }
             }
             if self.len == 0 || self.head_off + ctx_bytes(self) + first > page_size::<F>() {
@@ -1197,6 +1218,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             erase_count,
             namespace: want.ns,
             id_high: hi,
+            prev_torn: self.prev_torn,
         };
         self.pages[next as usize] = PageInfo {
             flags: F_EXACT,
@@ -1224,7 +1246,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.head_checked = true;
         self.head_ctx = Ctx::from_header(&header);
         self.head_puts = 0;
+        self.prev_torn = false;
         Ok(())
+    }
+
+    /// Stops writing to the head page after an interrupted or failed write: no word is
+    /// written twice, readers check CRCs there, and the next page header says so.
+    fn seal_torn(&mut self) {
+        self.head_off = page_size::<F>();
+        self.prev_torn = true;
+        self.pages[self.head as usize].flags |= F_TORN;
     }
 
     /// Like [`Self::dead_tail`] but the current head counts too (it is about to stop being the
@@ -1401,7 +1432,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         .await;
         if let Err(e) = r {
-            self.head_off = page_size::<F>();
+            self.seal_torn();
             return Err(e);
         }
         self.head_off += stored as u32;
@@ -1558,7 +1589,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
         }
     }
-
 }
 
 impl Chain {

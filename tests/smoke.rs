@@ -22,7 +22,9 @@ fn put_get_remove_keys_and_remount() {
     let mut flash = Sim::boxed();
     flash.set_ecc(true);
     {
-        let mut s: Store<&mut Sim, 16> = block_on(Store::mount(&mut *flash, Config::new(512))).map_err(|e| e.1).unwrap();
+        let mut s: Store<&mut Sim, 16> = block_on(Store::mount(&mut *flash, Config::new(512)))
+            .map_err(|e| e.1)
+            .unwrap();
         assert_eq!(block_on(s.put(Key::sent(1), &[b"x"])), Err(Error::NotOpen));
         block_on(s.open("dev", "tcp://b:1883")).unwrap();
         for i in 0..100u32 {
@@ -32,7 +34,10 @@ fn put_get_remove_keys_and_remount() {
         let mut buf = [0u8; 64];
         assert_eq!(block_on(s.get(Key::command(7), &mut buf)).unwrap(), &[7u8; 64][..]);
         let mut small = [0u8; 10];
-        assert_eq!(block_on(s.get(Key::command(7), &mut small)), Err(Error::BufferTooSmall { needed: 64 }));
+        assert_eq!(
+            block_on(s.get(Key::command(7), &mut small)),
+            Err(Error::BufferTooSmall { needed: 64 })
+        );
         block_on(s.remove(Key::command(7))).unwrap();
         assert_eq!(block_on(s.remove(Key::command(7))), Err(Error::NotFound));
         assert!(!block_on(s.contains(Key::command(7))).unwrap());
@@ -43,7 +48,9 @@ fn put_get_remove_keys_and_remount() {
         assert_eq!(keys, want);
         block_on(s.close()).unwrap();
     }
-    let mut s: Store<&mut Sim, 16> = block_on(Store::mount(&mut *flash, Config::new(512))).map_err(|e| e.1).unwrap();
+    let mut s: Store<&mut Sim, 16> = block_on(Store::mount(&mut *flash, Config::new(512)))
+        .map_err(|e| e.1)
+        .unwrap();
     block_on(s.open("dev", "tcp://b:1883")).unwrap();
     let keys = all_keys(&mut s);
     let want: Vec<Key> = (0..100).filter(|i| *i != 7 && *i != 8).map(Key::command).collect();
@@ -56,7 +63,9 @@ fn put_get_remove_keys_and_remount() {
 fn steady_state_wraps_the_ring_many_times() {
     let mut flash = Sim::boxed();
     flash.set_ecc(true);
-    let mut s: Store<&mut Sim, 16> = block_on(Store::mount(&mut *flash, Config::new(512))).map_err(|e| e.1).unwrap();
+    let mut s: Store<&mut Sim, 16> = block_on(Store::mount(&mut *flash, Config::new(512)))
+        .map_err(|e| e.1)
+        .unwrap();
     block_on(s.open("dev", "uri")).unwrap();
     let mut buf = [0u8; 64];
     for i in 0..5000u32 {
@@ -72,7 +81,10 @@ fn steady_state_wraps_the_ring_many_times() {
         }
     }
     for i in 4950..5000u32 {
-        assert_eq!(block_on(s.get(Key::command(i), &mut buf)).unwrap(), &[(i % 251) as u8; 64][..]);
+        assert_eq!(
+            block_on(s.get(Key::command(i), &mut buf)).unwrap(),
+            &[(i % 251) as u8; 64][..]
+        );
     }
     assert_eq!(all_keys(&mut s), (4950..5000).map(Key::command).collect::<Vec<_>>());
     block_on(s.close()).unwrap();
