@@ -628,6 +628,19 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Reads a record's data to check its CRC (used on the head page at mount).
     async fn record_crc_ok(&mut self, p: u16, e: &Entry) -> Res<bool, F> {
+        self.crc_ok_at(p, e.off, e.tag).await
+    }
+
+    /// Reads the record at `(p, off)` with `tag` and checks its CRC.
+    async fn crc_ok_at(&mut self, p: u16, off: u32, tag: Tag) -> Res<bool, F> {
+        let e = Entry {
+            off,
+            tag,
+            ns: 0,
+            key: None,
+            stamp: (0, 0),
+            aux: [0; 8],
+        };
         let mut digest = CRC.digest();
         digest.update(&e.tag.encode().to_le_bytes());
         let mut buf = [0u8; 64];
@@ -684,6 +697,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 Ok(t) if t.ty == RecordType::Cont => t,
                 _ => return Ok(None),
             };
+            // In a page that ended in an interrupted write, a fragment counts only if whole.
+            if self.pages[np as usize].flags & F_TORN != 0 && !self.crc_ok_at(np, noff, t).await? {
+                return Ok(None);
+            }
             let s = stored_len(t.data_len(), ws::<F>()) as u32;
             stored += s;
             len += t.data_len() as u32;
@@ -966,6 +983,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Compacts until `need` bytes can be appended with the spill reserve still free.
     pub async fn make_room(&mut self, need: u32, ns: u64) -> Res<(), F> {
+        self.check_head().await?;
         for _ in 0..=N {
             if self.avail() >= need + self.spill_reserve() {
                 return Ok(());
@@ -1131,14 +1149,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             b as u32
         };
         if self.len == 0 || self.head_off + ctx_bytes(self) + first > page_size::<F>() || !self.head_checked {
-            if self.len > 0 && !self.head_checked {
-                // First write after mount: the rest of the head page must be erased.
-                let blank = self.is_blank(self.head, self.head_off).await?;
-                self.head_checked = true;
-                if !blank {
-                    self.seal_torn();
-                }
-            }
+            self.check_head().await?;
             if self.len == 0 || self.head_off + ctx_bytes(self) + first > page_size::<F>() {
                 self.open_page(want, compacting).await?;
             }
@@ -1250,6 +1261,19 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(())
     }
 
+    /// Before the first write after mount: the rest of the head page must read as erased, or
+    /// it holds the remains of an interrupted write and the page is sealed.
+    async fn check_head(&mut self) -> Res<(), F> {
+        if self.len > 0 && !self.head_checked {
+            let blank = self.is_blank(self.head, self.head_off).await?;
+            self.head_checked = true;
+            if !blank {
+                self.seal_torn();
+            }
+        }
+        Ok(())
+    }
+
     /// Stops writing to the head page after an interrupted or failed write: no word is
     /// written twice, readers check CRCs there, and the next page header says so.
     fn seal_torn(&mut self) {
@@ -1337,6 +1361,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let first_min = whole.min(stored_len(MIN_SPLIT, ws::<F>()) as u32);
         self.prepare_head(want, first_min, origin.is_some()).await?;
         let (start_page, start_off) = (self.head, self.head_off);
+        // Charge the start page before the first fragment: a page switch for a continuation
+        // must not see it as dead and retire it under the record being written.
+        self.pages[start_page as usize].live = self.pages[start_page as usize].live.saturating_add(1);
         let mut left = len;
         let mut stored_total = 0u32;
         let mut index = 0u16;
@@ -1375,7 +1402,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         let info = &mut self.pages[start_page as usize];
         info.note(key.kind(), key.id(), key.id());
-        info.live = info.live.saturating_add(units(stored_total));
+        info.live = info.live.saturating_add(units(stored_total) - 1);
         Ok((start_page, start_off, stored_total))
     }
 

@@ -98,8 +98,12 @@ fn val_strategy() -> impl Strategy<Value = Val> {
         3 => 0usize..=300,
         3 => 0usize..=600,
     ];
-    (len, 0u8..4, any::<u8>(), prop::collection::vec(any::<Index>(), 0..=2))
-        .prop_map(|(len, style, seed, cuts)| Val { len, style, seed, cuts })
+    (len, 0u8..4, any::<u8>(), prop::collection::vec(any::<Index>(), 0..=2)).prop_map(|(len, style, seed, cuts)| Val {
+        len,
+        style,
+        seed,
+        cuts,
+    })
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -442,7 +446,9 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                             back += 1;
                         }
                         (got, old) => {
-                            return Err(TestCaseError::fail(format!("{ctx}: {k} after remount: {got:?}, was {old:?}")));
+                            return Err(TestCaseError::fail(format!(
+                                "{ctx}: {k} after remount: {got:?}, was {old:?}"
+                            )));
                         }
                     }
                 }
