@@ -148,7 +148,14 @@ pub enum RecordType {
     /// u32 and the ordinal u32 of the first of them (insertion order survives compaction).
     /// Origin seq `u32::MAX` ends the run: later puts are new again.
     Origin,
+    /// 0xE: writing resumed here after an interrupted write left garbage before it; data =
+    /// magic `b"SYNC"` and the page's sequence number. Readers of a page that ended torn skip
+    /// garbage by searching for it at WRITE_SIZE-aligned offsets.
+    Sync,
 }
+
+/// Data of a `Sync` record starts with these 4 bytes.
+pub const SYNC_MAGIC: u32 = u32::from_le_bytes(*b"SYNC");
 
 impl RecordType {
     fn code(self) -> u32 {
@@ -162,6 +169,7 @@ impl RecordType {
             RecordType::Namespace => 0xB,
             RecordType::Retire => 0xC,
             RecordType::Origin => 0xD,
+            RecordType::Sync => 0xE,
         }
     }
 
@@ -176,6 +184,7 @@ impl RecordType {
             0xB => RecordType::Namespace,
             0xC => RecordType::Retire,
             0xD => RecordType::Origin,
+            0xE => RecordType::Sync,
             _ => return None,
         })
     }
@@ -245,7 +254,7 @@ impl Tag {
                 }
                 RecordType::Namespace => tag.arg == 8 && tag.id_low == 0,
                 RecordType::Retire => tag.arg == 4 && tag.id_low == 0,
-                RecordType::Origin => tag.arg == 8 && tag.id_low == 0,
+                RecordType::Origin | RecordType::Sync => tag.arg == 8 && tag.id_low == 0,
             };
         if valid { Ok(tag) } else { Err(TagError::Invalid) }
     }
@@ -383,7 +392,7 @@ mod tests {
         assert_eq!(Tag::decode((0x7 << 28) | (5 << 16)), Err(TagError::Invalid));
         // Fixed-length records with another length are corrupt.
         assert_eq!(Tag::decode((0xB << 28) | (7 << 16)), Err(TagError::Invalid));
-        assert_eq!(Tag::decode(0xE000_0000), Err(TagError::Invalid));
+        assert_eq!(Tag::decode(0xF000_0000), Err(TagError::Invalid));
     }
 
     #[test]
@@ -398,6 +407,7 @@ mod tests {
             Tag::new(RecordType::Namespace, false, 8, 0),
             Tag::new(RecordType::Retire, false, 4, 0),
             Tag::new(RecordType::Origin, false, 8, 0),
+            Tag::new(RecordType::Sync, false, 8, 0),
         ];
         for tag in tags {
             assert_eq!(Tag::decode(tag.encode()), Ok(tag), "{tag:?}");

@@ -146,7 +146,12 @@ struct Cursor {
     seq: u32,
     puts: u32,
     ctx: Ctx,
+    /// A structurally broken record stopped the scan (outside torn pages: damage).
     damaged: bool,
+    /// In a torn page: garbage was met (and skipped if a Sync followed).
+    skipped: bool,
+    /// In a torn page: the scan ended at garbage with no Sync after it.
+    torn_end: bool,
 }
 
 /// What mounting found.
@@ -307,42 +312,28 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
         // The head page first, reading data to check CRCs: only its end can be torn. Its Retire
         // records and header bound the log; everything older than the tail is garbage.
+        // Scanned as a torn page: every CRC checked, garbage skipped up to a Sync record.
         self.pages[head as usize] = PageInfo {
-            flags: 0,
+            flags: F_TORN,
             ..PageInfo::FREE
         };
         let mut c = self.cursor(head, hh, page_size::<F>());
         let mut retired = hh.tail_seq;
         let mut lead_cont = 0u32;
         let mut in_chain = false;
-        loop {
-            let at = c.off;
-            let e = match self.next_entry(&mut c).await? {
-                Some(e) => e,
-                None => break,
-            };
-            if self.record_crc_ok(head, &e).await? {
-                if let RecordType::Retire = e.tag.ty {
-                    retired = retired.max(le32(&e.aux).saturating_add(1));
-                }
-                if e.tag.ty == RecordType::Cont && !in_chain {
-                    lead_cont += stored_len(e.tag.data_len(), ws::<F>()) as u32;
-                }
-                in_chain = e.tag.more;
-                self.summarize(head, &e);
-            } else {
-                self.report.torn_tail = true;
-                c.off = at;
-                break;
+        while let Some(e) = self.next_entry(&mut c).await? {
+            if let RecordType::Retire = e.tag.ty {
+                retired = retired.max(le32(&e.aux).saturating_add(1));
             }
+            if e.tag.ty == RecordType::Cont && !in_chain {
+                lead_cont += stored_len(e.tag.data_len(), ws::<F>()) as u32;
+            }
+            in_chain = e.tag.more;
+            self.summarize(head, &e);
         }
-        if c.damaged {
-            self.report.torn_tail = true;
-        }
-        if self.report.torn_tail {
-            // The first write will find the tail not blank and seal the page; from then on it
-            // is scanned with CRC checks, and the next page header records that.
-            self.pages[head as usize].flags |= F_TORN;
+        self.report.torn_tail = c.torn_end;
+        if !c.skipped {
+            self.pages[head as usize].flags &= !F_TORN;
         }
         self.head_off = c.off;
         self.head_ctx = c.ctx;
@@ -539,6 +530,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             puts: 0,
             ctx: Ctx::from_header(&h),
             damaged: false,
+            skipped: false,
+            torn_end: false,
         }
     }
 
@@ -559,38 +552,53 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// records). Updates the cursor's context. `None` at the end of the written part or at a
     /// structurally impossible tag (`damaged` is then set).
     async fn next_entry(&mut self, c: &mut Cursor) -> Res<Option<Entry>, F> {
-        if c.off as usize + TAG_LEN > c.end as usize {
-            return Ok(None);
-        }
-        let word = self.read_u32(Self::addr(c.page, c.off)).await?;
-        let tag = match Tag::decode(word) {
-            Ok(t) => t,
-            Err(TagError::Erased) => return Ok(None),
-            Err(TagError::Invalid) => {
-                c.damaged = true;
+        let torn = self.pages[c.page as usize].flags & F_TORN != 0;
+        let (tag, mut e) = loop {
+            if c.off as usize + TAG_LEN > c.end as usize {
                 return Ok(None);
+            }
+            let word = self.read_u32(Self::addr(c.page, c.off)).await?;
+            let decoded = match Tag::decode(word) {
+                Ok(t) if c.off + stored_len(t.data_len(), ws::<F>()) as u32 <= c.end => Some(t),
+                Ok(_) | Err(TagError::Invalid) => None,
+                Err(TagError::Erased) => None,
+            };
+            let e = decoded.map(|tag| Entry {
+                off: c.off,
+                tag,
+                ns: c.ctx.ns,
+                key: None,
+                stamp: (c.seq, c.puts),
+                aux: [0xFF; 8],
+            });
+            match e {
+                Some(e) if !torn || self.record_crc_ok(c.page, &e).await? => break (e.tag, e),
+                None if !torn && word != ERASED_TAG => {
+                    c.damaged = true;
+                    return Ok(None);
+                }
+                _ => {}
+            }
+            // Erased space ends the page unless writing resumed behind a Sync record (after a
+            // mount, past words an interrupted write may have programmed). In a torn page,
+            // garbage is skipped the same way.
+            let erased = decoded.is_none() && word == ERASED_TAG;
+            match self.find_sync(c.page, c.off + ws::<F>() as u32, c.end, c.seq).await? {
+                Some(at) => {
+                    c.skipped |= !erased;
+                    c.off = at;
+                }
+                None => {
+                    c.torn_end = !erased;
+                    c.skipped |= !erased;
+                    c.end = c.off;
+                    return Ok(None);
+                }
             }
         };
         let stored = stored_len(tag.data_len(), ws::<F>()) as u32;
-        if c.off + stored > c.end {
-            c.damaged = true;
-            return Ok(None);
-        }
-        let mut e = Entry {
-            off: c.off,
-            tag,
-            ns: c.ctx.ns,
-            key: None,
-            stamp: (c.seq, c.puts),
-            aux: [0xFF; 8],
-        };
-        if self.pages[c.page as usize].flags & F_TORN != 0 && !self.record_crc_ok(c.page, &e).await? {
-            // The interrupted write at the end of a sealed page: the page ends here.
-            c.end = c.off;
-            return Ok(None);
-        }
         match tag.ty {
-            RecordType::Batch | RecordType::Namespace | RecordType::Origin | RecordType::Retire => {
+            RecordType::Batch | RecordType::Namespace | RecordType::Origin | RecordType::Retire | RecordType::Sync => {
                 let n = tag.data_len().min(8);
                 self.read(Self::addr(c.page, c.off + TAG_LEN as u32), &mut e.aux[..n])
                     .await?;
@@ -624,6 +632,38 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         c.off += stored;
         Ok(Some(e))
+    }
+
+    /// The first valid Sync record of page `p` (sequence `seq`) in `[from, end)`, searched at
+    /// WRITE_SIZE-aligned offsets.
+    async fn find_sync(&mut self, p: u16, from: u32, end: u32, seq: u32) -> Res<Option<u32>, F> {
+        let w = ws::<F>();
+        let sync_len = stored_len(8, w) as u32;
+        let tag = Tag::new(RecordType::Sync, false, 8, 0);
+        let sync_word = tag.encode();
+        let mut buf = [0u8; 68];
+        let mut base = round_up(from as usize, w) as u32;
+        while base + sync_len <= end {
+            let n = (end - base).min(68) as usize;
+            self.read(Self::addr(p, base), &mut buf[..n]).await?;
+            let mut i = 0usize;
+            while i < 64 && i + 4 <= n {
+                if le32(&buf[i..i + 4]) == sync_word && base + i as u32 + sync_len <= end {
+                    let at = base + i as u32;
+                    let mut data = [0u8; 8];
+                    self.read(Self::addr(p, at + TAG_LEN as u32), &mut data).await?;
+                    if le32(&data[0..4]) == crate::codec::SYNC_MAGIC
+                        && le32(&data[4..8]) == seq
+                        && self.crc_ok_at(p, at, tag).await?
+                    {
+                        return Ok(Some(at));
+                    }
+                }
+                i += w;
+            }
+            base += 64;
+        }
+        Ok(None)
     }
 
     /// Reads a record's data to check its CRC (used on the head page at mount).
@@ -1264,13 +1304,56 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Before the first write after mount: the rest of the head page must read as erased, or
     /// it holds the remains of an interrupted write and the page is sealed.
     async fn check_head(&mut self) -> Res<(), F> {
-        if self.len > 0 && !self.head_checked {
-            let blank = self.is_blank(self.head, self.head_off).await?;
-            self.head_checked = true;
-            if !blank {
-                self.seal_torn();
-            }
+        if self.len == 0 || self.head_checked {
+            return Ok(());
         }
+        self.head_checked = true;
+        let page = page_size::<F>();
+        if self.head_off as usize + TAG_LEN > page as usize {
+            return Ok(());
+        }
+        // Whatever an interrupted write left after the last valid record.
+        let mut last_used = None;
+        let mut buf = [0u8; 64];
+        let mut off = self.head_off;
+        while off < page {
+            let n = (page - off).min(64) as usize;
+            self.read(Self::addr(self.head, off), &mut buf[..n]).await?;
+            if let Some(i) = buf[..n].iter().rposition(|&b| b != 0xFF) {
+                last_used = Some(off + i as u32);
+            }
+            off += n as u32;
+        }
+        let w = ws::<F>();
+        // Words a write programmed may still read 0xFF, so resume past the most the
+        // interrupted write call can have covered. Reading all 0xFF, at most its tag word was
+        // touched (the tag's top byte is never 0xFF once written); otherwise the record it
+        // started, or one staging buffer if its tag is unreadable.
+        let resume = match last_used {
+            None => self.head_off + round_up(TAG_LEN, w) as u32,
+            Some(last) => {
+                let word = self.read_u32(Self::addr(self.head, self.head_off)).await?;
+                let extent = match Tag::decode(word) {
+                    Ok(t) => stored_len(t.data_len(), w).max(STAGE),
+                    Err(_) => STAGE,
+                };
+                let at = (self.head_off + round_up(extent, w) as u32).max(round_up(last as usize + 1, w) as u32);
+                self.seal_torn();
+                at
+            }
+        };
+        let sync_len = stored_len(8, w) as u32;
+        if resume + sync_len + stored_len(MIN_SPLIT, w) as u32 > page {
+            self.head_off = page;
+            return Ok(());
+        }
+        // Resume behind a Sync record that readers find by searching.
+        self.head_off = resume;
+        let mut data = [0u8; 8];
+        data[0..4].copy_from_slice(&crate::codec::SYNC_MAGIC.to_le_bytes());
+        data[4..8].copy_from_slice(&self.head_seq.to_le_bytes());
+        let tag = Tag::new(RecordType::Sync, false, 8, 0);
+        self.write_record(tag, &mut Source::ram(&[&data]), 8).await?;
         Ok(())
     }
 

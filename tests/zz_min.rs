@@ -1,5 +1,5 @@
 #![allow(dead_code, unused_imports)]
-include!("/tmp/scratch/model_body.rs");
+include!("../target/scratch/model_body.rs");
 
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
