@@ -106,8 +106,13 @@ impl Ctx {
     }
 }
 
-/// Insertion order of a put: (page seq, put index in page), or its origin if it was moved.
-pub type Stamp = (u32, u32);
+/// Insertion order of a put: (page seq, put index in page), or its origin if it was moved,
+/// then where the record is now (page seq, offset), which orders the copies an interrupted
+/// compaction leaves and makes every stamp unique.
+pub type Stamp = (u32, u32, u64);
+
+/// The origin part of a [`Stamp`], which moved records carry.
+pub type Origin = (u32, u32);
 
 /// Where the newest event of a key left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -568,7 +573,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 tag,
                 ns: c.ctx.ns,
                 key: None,
-                stamp: (c.seq, c.puts),
+                stamp: (c.seq, c.puts, ((c.seq as u64) << 32) | c.off as u64),
                 aux: [0xFF; 8],
             });
             match e {
@@ -609,7 +614,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             RecordType::Put(kind) => {
                 e.key = Key::new(kind, full_id(kind, tag.id_low, c.ctx.hi(kind)));
                 if let Some((seq, ord)) = c.ctx.origin {
-                    e.stamp = (seq, ord);
+                    e.stamp = (seq, ord, e.stamp.2);
                     c.ctx.origin = Some((seq, ord.wrapping_add(1)));
                 }
                 c.puts += 1;
@@ -678,7 +683,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             tag,
             ns: 0,
             key: None,
-            stamp: (0, 0),
+            stamp: (0, 0, 0),
             aux: [0; 8],
         };
         let mut digest = CRC.digest();
@@ -1160,7 +1165,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             left -= n as u32;
         }
         let mut src = Source::Flash(Chain::start(p, e.off, e.tag));
-        let (page, _, _) = self.append_value(key, e.ns, Some(e.stamp), len, &mut src).await?;
+        let (page, _, _) = self
+            .append_value(key, e.ns, Some((e.stamp.0, e.stamp.1)), len, &mut src)
+            .await?;
         let _ = ns;
         self.pages[page as usize].flags |= F_MOVED;
         Ok(())
@@ -1325,19 +1332,21 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             off += n as u32;
         }
         let w = ws::<F>();
-        // Words a write programmed may still read 0xFF, so resume past the most the
-        // interrupted write call can have covered. Reading all 0xFF, at most its tag word was
-        // touched (the tag's top byte is never 0xFF once written); otherwise the record it
-        // started, or one staging buffer if its tag is unreadable.
+        // Words a write programmed may still read 0xFF, so resume past the most an interrupted
+        // write can have covered. Reading all 0xFF, at most the first tag word was touched
+        // (a written tag's top byte is never 0xFF). Otherwise: past the record the garbage
+        // starts with (one staging buffer if its tag is unreadable) and past the last visible
+        // byte plus one staging buffer, the most a single write call covers beyond it.
         let resume = match last_used {
             None => self.head_off + round_up(TAG_LEN, w) as u32,
             Some(last) => {
                 let word = self.read_u32(Self::addr(self.head, self.head_off)).await?;
-                let extent = match Tag::decode(word) {
-                    Ok(t) => stored_len(t.data_len(), w).max(STAGE),
-                    Err(_) => STAGE,
-                };
-                let at = (self.head_off + round_up(extent, w) as u32).max(round_up(last as usize + 1, w) as u32);
+                let record_end = self.head_off
+                    + match Tag::decode(word) {
+                        Ok(t) => stored_len(t.data_len(), w),
+                        Err(_) => STAGE,
+                    } as u32;
+                let at = round_up(record_end.max(last + 1) as usize, w) as u32 + STAGE as u32;
                 self.seal_torn();
                 at
             }
@@ -1353,7 +1362,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         data[0..4].copy_from_slice(&crate::codec::SYNC_MAGIC.to_le_bytes());
         data[4..8].copy_from_slice(&self.head_seq.to_le_bytes());
         let tag = Tag::new(RecordType::Sync, false, 8, 0);
-        self.write_record(tag, &mut Source::ram(&[&data]), 8).await?;
+        if self.write_record(tag, &mut Source::ram(&[&data]), 8).await.is_err() {
+            // An earlier attempt may have programmed this word without a visible trace (ECC
+            // flash then refuses it). The page is sealed by the failed write; the caller moves
+            // on to a fresh page, where a real power failure would fail again.
+            return Ok(());
+        }
         Ok(())
     }
 
@@ -1379,7 +1393,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         n
     }
 
-    fn want_ctx(&self, ns: u64, key: Option<Key>, origin: Option<Stamp>) -> Ctx {
+    fn want_ctx(&self, ns: u64, key: Option<Key>, origin: Option<Origin>) -> Ctx {
         let mut c = Ctx {
             ns,
             origin,
@@ -1435,7 +1449,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         &mut self,
         key: Key,
         ns: u64,
-        origin: Option<Stamp>,
+        origin: Option<Origin>,
         len: u32,
         src: &mut Source<'_>,
     ) -> Res<(u16, u32, u32), F> {
@@ -1627,7 +1641,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Ok((0, after));
         }
         loop {
-            let mut cands = [((0u32, 0u32), Key::sent(0), 0u16, 0u32); BATCH];
+            let mut cands = [((0u32, 0u32, 0u64), Key::sent(0), 0u16, 0u32); BATCH];
             let mut n = 0usize;
             for d in (0..self.len).rev() {
                 let p = self.ring_back(self.head, d);
@@ -1640,7 +1654,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 // Pages in order hold increasing stamps except for moved runs.
                 let later_moved =
                     (0..d).any(|dd| self.pages[self.ring_back(self.head, dd) as usize].flags & F_MOVED != 0);
-                if n == b && !moved && !later_moved && (seq, 0) > cands[b - 1].0 {
+                if n == b && !moved && !later_moved && (seq, 0, 0) > cands[b - 1].0 {
                     break;
                 }
                 let Some(mut c) = self.log_cursor(p).await? else {

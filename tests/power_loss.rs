@@ -337,7 +337,10 @@ fn sweep<const P: usize, const N: usize, const R: usize, const W: usize>(
     }
     assert!(cuts > 300, "workload too short to mean anything: {cuts} cuts");
     // The workload must wrap the ring several times, so cuts land in compaction too.
-    assert!(erases >= 2 * N as u64, "workload did not exercise compaction: {erases} erases");
+    assert!(
+        erases >= 2 * N as u64,
+        "workload did not exercise compaction: {erases} erases"
+    );
     println!("ecc={ecc} P={P} N={N} R={R} W={W}: {total_ops} flash ops, {cuts} cuts checked, {erases} erases");
 }
 
@@ -393,7 +396,10 @@ fn dump(image: &[u8], page: usize, ws: usize) {
                 Err(e) => {
                     println!("  {off:5}: {e:?} {word:08x}");
                     // Show where data resumes after a gap (a Sync record), if anywhere.
-                    match (off + ws..page).step_by(ws).find(|&o| o + 4 <= page && chunk[o..o + 4] != [0xFF; 4]) {
+                    match (off + ws..page)
+                        .step_by(ws)
+                        .find(|&o| o + 4 <= page && chunk[o..o + 4] != [0xFF; 4])
+                    {
                         Some(next) => off = next,
                         None => break,
                     }
