@@ -345,6 +345,7 @@ mod tests {
             erase_count: 12,
             namespace: 0xDEAD_BEEF_0123_4567,
             id_high: 2,
+            prev_torn: true,
         };
         let bytes = h.encode();
         assert_eq!(&bytes[0..4], b"MQPS");
@@ -370,6 +371,7 @@ mod tests {
             erase_count: 0,
             namespace: 0,
             id_high: 0,
+            prev_torn: false,
         }
         .encode();
         bytes[4] = 9;
