@@ -35,7 +35,6 @@ const F_MOVED: u8 = 2;
 const F_EXACT: u8 = 4;
 const F_BLANK: u8 = 8;
 const F_DIRTY: u8 = 16;
-const F_FOREIGN: u8 = 32;
 /// The page ended in an interrupted write: every record's CRC is checked when scanning it.
 const F_TORN: u8 = 64;
 
@@ -217,6 +216,9 @@ pub struct Log<F: NorFlash, const N: usize> {
     report: MountReport,
     /// The head page was sealed after an interrupted write: the next page header says so.
     prev_torn: bool,
+    /// Namespaces of the records in the log: `None` none yet, `Some(Some(ns))` only `ns`,
+    /// `Some(None)` more than one (conservative: never narrowed again until the log is empty).
+    log_ns: Option<Option<u64>>,
 }
 
 const fn page_size<F: NorFlash>() -> u32 {
@@ -285,6 +287,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             max_value,
             report: MountReport::default(),
             prev_torn: false,
+            log_ns: None,
         };
         match log.mount_inner().await {
             Ok(()) => Ok(log),
@@ -399,11 +402,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Adds one scanned record to its page's summary (live upper bound, key range, flags).
     fn summarize(&mut self, p: u16, e: &Entry) {
         let stored = stored_len(e.tag.data_len(), ws::<F>()) as u32;
-        let foreign = e.ns != self.head_ctx.ns;
-        let info = &mut self.pages[p as usize];
-        if foreign {
-            info.flags |= F_FOREIGN;
+        if matches!(
+            e.tag.ty,
+            RecordType::Put(_) | RecordType::Tombstone | RecordType::Batch | RecordType::Clear
+        ) {
+            self.note_ns(e.ns);
         }
+        let info = &mut self.pages[p as usize];
         match e.tag.ty {
             RecordType::Put(kind) => {
                 let id = e.key.map_or(0, |k| k.id());
@@ -425,7 +430,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
             RecordType::Clear => info.flags |= F_CLEAR,
             RecordType::Origin => info.flags |= F_MOVED,
-            RecordType::Namespace => info.flags |= F_FOREIGN,
             _ => {}
         }
     }
@@ -1210,7 +1214,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             )
             .await?;
             self.head_ctx.ns = want.ns;
-            self.pages[self.head as usize].flags |= F_FOREIGN;
         }
         for (kind, have, need) in [
             (Kind::Command, self.head_ctx.hi_c, want.hi_c),
@@ -1414,6 +1417,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// reserve.
     pub async fn append_small(&mut self, tag: Tag, data: &[u8], ns: u64, key: Option<Key>, user: bool) -> Res<(), F> {
         let stored = stored_len(data.len(), ws::<F>()) as u32;
+        if matches!(tag.ty, RecordType::Tombstone | RecordType::Batch | RecordType::Clear) {
+            self.note_ns(ns);
+        }
         let origin = if tag.ty == RecordType::Retire {
             self.head_ctx.origin
         } else {
@@ -1453,6 +1459,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         len: u32,
         src: &mut Source<'_>,
     ) -> Res<(u16, u32, u32), F> {
+        self.note_ns(ns);
         let want = self.want_ctx(ns, Some(key), origin);
         let whole = stored_len((len as usize).min(MAX_FRAGMENT_DATA), ws::<F>()) as u32;
         let first_min = whole.min(stored_len(MIN_SPLIT, ws::<F>()) as u32);
@@ -1703,15 +1710,29 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
     }
 
-    /// After a clear of namespace `ns`: pages holding only that namespace have nothing live.
-    pub fn cleared(&mut self) {
+    /// After a clear of namespace `ns`: if the log holds no other namespace, nothing is live;
+    /// otherwise every page's count is now only an upper bound (other clients' records in it
+    /// are still live, and RAM does not say which pages hold them).
+    pub fn cleared(&mut self, ns: u64) {
+        let single = self.log_ns == Some(Some(ns));
         for d in 0..self.len {
             let p = self.ring_back(self.head, d) as usize;
-            if self.pages[p].flags & F_FOREIGN == 0 {
+            if single {
                 self.pages[p].live = 0;
                 self.pages[p].flags |= F_EXACT;
+            } else {
+                self.pages[p].flags &= !F_EXACT;
             }
         }
+    }
+
+    /// Records that a key-bearing record of namespace `ns` is in the log.
+    fn note_ns(&mut self, ns: u64) {
+        self.log_ns = match self.log_ns {
+            None => Some(Some(ns)),
+            Some(Some(x)) if x == ns => Some(Some(x)),
+            _ => Some(None),
+        };
     }
 }
 

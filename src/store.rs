@@ -259,7 +259,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
         while let Some(&k) = self.log.pending().first() {
             self.log.unpend(k);
         }
-        self.log.cleared();
+        self.log.cleared(ns);
         Ok(())
     }
 

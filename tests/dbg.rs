@@ -4,25 +4,28 @@ use mqtt_persist::{Config, Key, KeyCursor, Store};
 fn dbg() {
     let mut flash = SimFlash::<1024, 6, 4, 4>::boxed();
     flash.set_ecc(true);
-    flash.set_seed(2 ^ 1);
-    flash.cut_power_at_op(Some(1));
-    {
-        let mut s: Store<_, 6> = block_on(Store::mount(&mut *flash, Config::new(400)))
-            .map_err(|e| e.1)
-            .unwrap();
-        block_on(s.open("client", "tcp://broker:1883")).unwrap();
-        let v = vec![7u8; 49];
-        println!("{:?}", block_on(s.put(Key::command(18), &[&v])));
-    }
-    flash.restore_power();
-    println!("{:02x?}", &flash.as_bytes()[..120]);
-    let mut s: Store<_, 6> = block_on(Store::mount(&mut *flash, Config::new(400)))
+    let mut s: Store<_, 6> = block_on(Store::mount(&mut *flash, Config::new(256)))
         .map_err(|e| e.1)
         .unwrap();
-    println!("{:?}", s.mount_report());
-    block_on(s.open("client", "tcp://broker:1883")).unwrap();
+    block_on(s.open("c", "u")).unwrap();
+    for i in 0..6u32 {
+        block_on(s.put(Key::command(i), &[&[i as u8; 100]])).unwrap();
+    }
+    // Churn one key so the ring wraps and compaction moves the six.
+    for j in 0..60u32 {
+        block_on(s.put(Key::sent(1), &[&[j as u8; 200]])).unwrap();
+    }
     let mut cur = KeyCursor::default();
-    let mut buf = [Key::sent(0); 5];
-    println!("{:?}", block_on(s.keys(&mut cur, &mut buf)));
-    println!("{:?}", &buf);
+    let mut buf = [Key::sent(0); 3];
+    let mut all = vec![];
+    loop {
+        let n = block_on(s.keys(&mut cur, &mut buf)).unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    println!("{all:?}");
+    let want: Vec<Key> = (0..6).map(Key::command).chain([Key::sent(1)]).collect();
+    assert_eq!(all, want);
 }
