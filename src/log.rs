@@ -482,7 +482,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// buffer where needed.
     async fn read(&mut self, addr: u32, out: &mut [u8]) -> Res<(), F> {
         let rs = F::READ_SIZE as u32;
-        if addr % rs == 0 && out.len() as u32 % rs == 0 {
+        if addr.is_multiple_of(rs) && (out.len() as u32).is_multiple_of(rs) {
             return self.flash.read(addr, out).await.map_err(Error::Flash);
         }
         let mut buf = [0u8; 64];
@@ -1115,8 +1115,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         {
             let pend = self.pending_len as usize;
             let mut want = [(0u64, Key::sent(0)); BATCH];
-            for i in 0..pend {
-                want[i] = (ns, self.pending[i]);
+            for (w, &k) in want.iter_mut().zip(&self.pending[..pend]) {
+                *w = (ns, k);
             }
             // Temporarily clear the pending set so locate sees the records themselves.
             let saved = self.pending;
