@@ -14,8 +14,8 @@
 use embedded_storage_async::nor_flash::NorFlash;
 
 use crate::codec::{
-    CRC, ERASED_TAG, HeaderState, MAX_FRAGMENT_DATA, PAGE_HEADER_LEN, PageHeader, RECORD_OVERHEAD, RecordType, TAG_LEN,
-    Tag, TagError, full_id, id_high_of, le32, round_up, stored_len,
+    CRC, ERASED_TAG, HeaderState, MAX_BATCH_DATA, MAX_FRAGMENT_DATA, PAGE_HEADER_LEN, PageHeader, RECORD_OVERHEAD,
+    RecordType, TAG_LEN, Tag, TagError, full_id, id_high_of, le32, round_up, stored_len,
 };
 use crate::error::Error;
 use crate::key::{Key, Kind};
@@ -140,6 +140,8 @@ struct Entry {
     key: Option<Key>,
     stamp: Stamp,
     aux: [u8; 8],
+    /// For a `Batch`: ids covered, up to and including the highest set bit (0 if none).
+    span: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -421,11 +423,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
             }
             RecordType::Batch => {
-                if let Some(kind) = e.tag.kind() {
+                if let (Some(kind), true) = (e.tag.kind(), e.span > 0) {
                     let base = le32(&e.aux[0..4]);
-                    let bits = le32(&e.aux[4..8]);
-                    let top = 31 - bits.leading_zeros().min(31);
-                    info.note(kind, base, base.saturating_add(top));
+                    info.note(kind, base, base.saturating_add(e.span - 1));
                 }
             }
             RecordType::Clear => info.flags |= F_CLEAR,
@@ -579,6 +579,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 key: None,
                 stamp: (c.seq, c.puts, ((c.seq as u64) << 32) | c.off as u64),
                 aux: [0xFF; 8],
+                span: 0,
             });
             match e {
                 Some(e) if !torn || self.record_crc_ok(c.page, &e).await? => break (e.tag, e),
@@ -613,6 +614,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     .await?;
             }
             _ => {}
+        }
+        if tag.ty == RecordType::Batch {
+            let mut bitmap = [0u8; MAX_BATCH_DATA - 4];
+            let n = tag.data_len() - 4;
+            self.read(Self::addr(c.page, c.off + TAG_LEN as u32 + 4), &mut bitmap[..n])
+                .await?;
+            e.span = bitmap[..n]
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |j| 8 * j as u32 + 8 - bitmap[j].leading_zeros());
         }
         match tag.ty {
             RecordType::Put(kind) => {
@@ -689,6 +700,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             key: None,
             stamp: (0, 0, 0),
             aux: [0; 8],
+            span: 0,
         };
         let mut digest = CRC.digest();
         digest.update(&e.tag.encode().to_le_bytes());
@@ -763,11 +775,20 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Resolves the newest event of each wanted `(namespace, key)`, newest page first, skipping
     /// pages whose summary cannot hold the key. Pending deferred removals count as removed.
     pub async fn locate_many(&mut self, want: &[(u64, Key)], out: &mut [Loc]) -> Res<(), F> {
+        self.locate_inner(want, out, true).await
+    }
+
+    /// [`Self::locate_many`] ignoring pending deferred removals: where the records still are.
+    async fn locate_many_raw(&mut self, want: &[(u64, Key)], out: &mut [Loc]) -> Res<(), F> {
+        self.locate_inner(want, out, false).await
+    }
+
+    async fn locate_inner(&mut self, want: &[(u64, Key)], out: &mut [Loc], honor_pending: bool) -> Res<(), F> {
         let n = want.len().min(BATCH).min(out.len());
         let mut resolved = [false; BATCH];
         for i in 0..n {
             out[i] = Loc::Absent;
-            if self.is_pending(want[i].1) {
+            if honor_pending && self.is_pending(want[i].1) {
                 resolved[i] = true;
             }
         }
@@ -809,16 +830,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     }
                     RecordType::Batch => {
                         let base = le32(&e.aux[0..4]);
-                        let bits = le32(&e.aux[4..8]);
                         for i in 0..n {
                             let k = want[i].1;
                             let bit = k.id().wrapping_sub(base);
-                            if !resolved[i]
-                                && want[i].0 == e.ns
-                                && Some(k.kind()) == e.tag.kind()
-                                && bit < 32
-                                && bits & (1 << bit) != 0
-                            {
+                            if resolved[i] || want[i].0 != e.ns || Some(k.kind()) != e.tag.kind() || bit >= e.span {
+                                continue;
+                            }
+                            let mut byte = [0u8; 1];
+                            self.read(Self::addr(p, e.off + TAG_LEN as u32 + 4 + bit / 8), &mut byte)
+                                .await?;
+                            if byte[0] & (1 << (bit % 8)) != 0 {
                                 ev[i] = Some(Loc::Absent);
                             }
                         }
@@ -846,11 +867,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Where the newest record of one key is, ignoring pending deferred removals (the record
     /// is still on flash and charged until the removal is written).
     pub async fn locate_raw(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
-        let (saved, n) = (self.pending, self.pending_len);
-        self.pending_len = 0;
-        let r = self.locate(ns, key).await;
-        (self.pending, self.pending_len) = (saved, n);
-        r
+        let mut out = [Loc::Absent];
+        self.locate_many_raw(&[(ns, key)], &mut out).await?;
+        Ok(out[0])
     }
 
     /// The tag of the record at `(page, off)`.
@@ -913,65 +932,54 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         &self.pending[..self.pending_len as usize]
     }
 
-    /// Writes all pending removals as `Batch` records (32 ids of one kind each) and charges
-    /// them off their pages.
+    /// Writes all pending removals as `Batch` records (up to 256 ids of one kind each) and
+    /// charges them off their pages. One pass locates them all; a failure keeps whatever was
+    /// not written pending.
     pub async fn flush_pending(&mut self, ns: u64) -> Res<(), F> {
-        while self.pending_len > 0 {
-            // Group: the smallest pending id of the first key's kind, and every pending key of
-            // that kind within 32 ids above it.
-            let kind = self.pending[0].kind();
-            let base = self
-                .pending()
-                .iter()
-                .filter(|k| k.kind() == kind)
-                .map(|k| k.id())
+        if self.pending_len == 0 {
+            return Ok(());
+        }
+        // Room for one record per key at worst; compaction may make some durable on the way.
+        let need = self.pending_len as u32 * (stored_len(MAX_BATCH_DATA, ws::<F>()) as u32) + CTX_COST as u32;
+        self.make_room(need, ns).await?;
+        let n = self.pending_len as usize;
+        let keys = self.pending;
+        let mut want = [(0u64, Key::sent(0)); BATCH];
+        for (w, &k) in want.iter_mut().zip(&keys[..n]) {
+            *w = (ns, k);
+        }
+        let mut locs = [Loc::Absent; BATCH];
+        self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
+        let mut done = [false; BATCH];
+        while let Some(first) = (0..n).find(|&i| !done[i]) {
+            // A group: one kind, from its smallest pending id, at most 256 ids wide.
+            let kind = keys[first].kind();
+            let base = (0..n)
+                .filter(|&i| !done[i] && keys[i].kind() == kind)
+                .map(|i| keys[i].id())
                 .min()
                 .unwrap_or(0);
-            let mut group = [(0u64, Key::sent(0)); BATCH];
-            let mut bits = 0u32;
-            let mut n = 0;
-            for &k in self.pending() {
-                if k.kind() == kind && k.id().wrapping_sub(base) < 32 {
-                    bits |= 1 << (k.id() - base);
-                    group[n] = (ns, k);
-                    n += 1;
+            let max_ids = 8 * (MAX_BATCH_DATA - 4) as u32;
+            let mut member = [false; BATCH];
+            let mut bitmap = [0u8; MAX_BATCH_DATA];
+            let mut top = 0u32;
+            for i in 0..n {
+                let bit = keys[i].id().wrapping_sub(base);
+                if !done[i] && keys[i].kind() == kind && bit < max_ids {
+                    member[i] = true;
+                    bitmap[4 + bit as usize / 8] |= 1 << (bit % 8);
+                    top = top.max(bit);
                 }
             }
-            // Locate before writing (their records are still live until the batch lands).
-            for k in group[..n].iter().map(|g| g.1) {
-                self.unpend(k);
-            }
-            let mut locs = [Loc::Absent; BATCH];
-            self.locate_many(&group[..n], &mut locs[..n]).await?;
-            let mut data = [0u8; 8];
-            data[0..4].copy_from_slice(&base.to_le_bytes());
-            data[4..8].copy_from_slice(&bits.to_le_bytes());
-            let tag = Tag::new(RecordType::Batch, false, 8, kind.code() as u16);
-            let room = self
-                .make_room(stored_len(8, ws::<F>()) as u32 + CTX_COST as u32, ns)
-                .await;
-            // Compaction may have made some of them durable already; locate again after it.
-            let room = match room {
-                Ok(()) => self.locate_many(&group[..n], &mut locs[..n]).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = room {
-                for g in &group[..n] {
-                    self.pend(g.1);
-                }
-                return Err(e);
-            }
-            if let Err(e) = self.append_small(tag, &data, ns, None, true).await {
-                // Nothing was removed durably: keep them pending.
-                for g in &group[..n] {
-                    self.pend(g.1);
-                }
-                return Err(e);
-            }
-            let p = self.head;
-            self.pages[p as usize].note(kind, base, base + (31 - bits.leading_zeros().min(31)));
-            for l in &locs[..n] {
-                self.uncharge(*l);
+            let len = 4 + round_up(top as usize / 8 + 1, 4);
+            bitmap[0..4].copy_from_slice(&base.to_le_bytes());
+            let tag = Tag::new(RecordType::Batch, false, len as u16, kind.code() as u16);
+            self.append_small(tag, &bitmap[..len], ns, None, false).await?;
+            self.pages[self.head as usize].note(kind, base, base + top);
+            for i in (0..n).filter(|&i| member[i]) {
+                done[i] = true;
+                self.unpend(keys[i]);
+                self.uncharge(locs[i]);
             }
         }
         Ok(())
