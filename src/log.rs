@@ -22,6 +22,8 @@ use crate::key::{Key, Kind};
 
 /// Keys resolved per liveness pass, and the capacity of the deferred-removal set.
 pub const BATCH: usize = 32;
+/// Keys returned per `keys()` call (each call is one pass over the log).
+pub const KEYS_BATCH: usize = 16;
 /// A record is split at a page end only if at least this much data fits before it; smaller
 /// tails are left unused so small records stay in one piece (one read, one CRC).
 const MIN_SPLIT: usize = 64;
@@ -868,7 +870,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// is still on flash and charged until the removal is written).
     pub async fn locate_raw(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
         let mut out = [Loc::Absent];
-        self.locate_many_raw(&[(ns, key)], &mut out).await?;
+        self.locate_inner(&[(ns, key)], &mut out, false).await?;
         Ok(out[0])
     }
 
@@ -886,7 +888,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Where the current value of one key is.
     pub async fn locate(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
         let mut out = [Loc::Absent];
-        self.locate_many(&[(ns, key)], &mut out).await?;
+        self.locate_inner(&[(ns, key)], &mut out, true).await?;
         Ok(out[0])
     }
 
@@ -1073,13 +1075,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         };
         let mut live = 0u16;
         loop {
-            let mut chunk = [None::<Entry>; BATCH];
+            // Offsets and origin stamps only: the chunk lives across awaits, in the future.
+            let mut chunk = [(0u32, (0u32, 0u32)); BATCH];
             let mut want = [(0u64, Key::sent(0)); BATCH];
             let mut n = 0;
             while n < BATCH {
                 let Some(e) = self.next_entry(&mut c).await? else { break };
                 if let (RecordType::Put(_), Some(k)) = (e.tag.ty, e.key) {
-                    chunk[n] = Some(e);
+                    chunk[n] = (e.off, (e.stamp.0, e.stamp.1));
                     want[n] = (e.ns, k);
                     n += 1;
                 }
@@ -1090,12 +1093,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let mut locs = [Loc::Absent; BATCH];
             self.locate_many(&want[..n], &mut locs[..n]).await?;
             for i in 0..n {
-                let Some(e) = chunk[i] else { continue };
+                let (at, origin) = chunk[i];
                 if let Loc::At { page, off, stored, len } = locs[i] {
-                    if page == p && off == e.off {
+                    if page == p && off == at {
                         live = live.saturating_add(units(stored));
-                        if let Some(ns) = move_ns {
-                            self.move_record(p, &e, len, ns).await?;
+                        if move_ns.is_some() {
+                            let (ns, key) = want[i];
+                            self.move_record(p, at, key, ns, origin, len).await?;
                         }
                     }
                 }
@@ -1126,20 +1130,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             for (w, &k) in want.iter_mut().zip(&self.pending[..pend]) {
                 *w = (ns, k);
             }
-            // Temporarily clear the pending set so locate sees the records themselves.
-            let saved = self.pending;
-            self.pending_len = 0;
             let mut locs = [Loc::Absent; BATCH];
-            let r = self.locate_many(&want[..pend], &mut locs[..pend]).await;
-            self.pending = saved;
-            self.pending_len = pend as u8;
-            r?;
+            self.locate_many_raw(&want[..pend], &mut locs[..pend]).await?;
             for i in 0..pend {
-                if let Loc::At { page, .. } = locs[i] {
-                    if page == p {
-                        dropped[nd] = saved[i];
-                        nd += 1;
-                    }
+                if matches!(locs[i], Loc::At { page, .. } if page == p) {
+                    dropped[nd] = want[i].1;
+                    nd += 1;
                 }
             }
         }
@@ -1163,10 +1159,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Copies one live put to the head, unchanged but for its fragmentation.
-    async fn move_record(&mut self, p: u16, e: &Entry, len: u32, ns: u64) -> Res<(), F> {
-        let Some(key) = e.key else { return Err(Error::LogicBug) };
+    async fn move_record(&mut self, p: u16, off: u32, key: Key, ns: u64, origin: Origin, len: u32) -> Res<(), F> {
+        let tag = self.tag_at(p, off).await?;
         // Check the source before writing anything: a damaged record is not copied.
-        let mut check = Source::Flash(Chain::start(p, e.off, e.tag));
+        let mut check = Source::Flash(Chain::start(p, off, tag));
         let mut sink = [0u8; 64];
         let mut left = len;
         while left > 0 {
@@ -1176,11 +1172,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
             left -= n as u32;
         }
-        let mut src = Source::Flash(Chain::start(p, e.off, e.tag));
-        let (page, _, _) = self
-            .append_value(key, e.ns, Some((e.stamp.0, e.stamp.1)), len, &mut src)
-            .await?;
-        let _ = ns;
+        let mut src = Source::Flash(Chain::start(p, off, tag));
+        let (page, _, _) = self.append_value(key, ns, Some(origin), len, &mut src).await?;
         self.pages[page as usize].flags |= F_MOVED;
         Ok(())
     }
@@ -1650,13 +1643,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// `after`, in insertion order. Returns how many were written and the stamp to continue
     /// from; `(0, _)` means there are no more.
     pub async fn next_keys(&mut self, ns: u64, after: Stamp, out: &mut [Key]) -> Res<(usize, Stamp), F> {
-        let b = out.len().min(BATCH);
+        let b = out.len().min(KEYS_BATCH);
         let mut after = after;
         if b == 0 {
             return Ok((0, after));
         }
         loop {
-            let mut cands = [((0u32, 0u32, 0u64), Key::sent(0), 0u16, 0u32); BATCH];
+            let mut cands = [((0u32, 0u32, 0u64), Key::sent(0), 0u16, 0u32); KEYS_BATCH];
             let mut n = 0usize;
             for d in (0..self.len).rev() {
                 let p = self.ring_back(self.head, d);
@@ -1696,11 +1689,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             if n == 0 {
                 return Ok((0, after));
             }
-            let mut want = [(0u64, Key::sent(0)); BATCH];
+            let mut want = [(0u64, Key::sent(0)); KEYS_BATCH];
             for i in 0..n {
                 want[i] = (ns, cands[i].1);
             }
-            let mut locs = [Loc::Absent; BATCH];
+            let mut locs = [Loc::Absent; KEYS_BATCH];
             self.locate_many(&want[..n], &mut locs[..n]).await?;
             let mut m = 0;
             for i in 0..n {

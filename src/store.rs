@@ -6,7 +6,7 @@ use embedded_storage_async::nor_flash::NorFlash;
 use crate::codec::{MAX_FRAGMENT_DATA, RECORD_OVERHEAD, RecordType, Tag, namespace_hash, stored_len};
 use crate::error::Error;
 use crate::key::Key;
-use crate::log::{BATCH, Chain, Loc, Log, MountReport, Source, Stamp, units};
+use crate::log::{Chain, KEYS_BATCH, Loc, Log, MountReport, Source, Stamp, units};
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
@@ -265,10 +265,10 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// Fills `out` with the next keys in insertion order (the order of their latest `put`,
     /// kept across compaction) and returns how many; 0 when there are no more. At most
-    /// 32 keys per call; `cursor` remembers the position. Allocates nothing.
+    /// 16 keys per call; `cursor` remembers the position. Allocates nothing.
     pub async fn keys(&mut self, cursor: &mut KeyCursor, out: &mut [Key]) -> Res<usize, F> {
         let ns = self.ns()?;
-        let take = out.len().min(BATCH);
+        let take = out.len().min(KEYS_BATCH);
         let (n, next) = self.log.next_keys(ns, cursor.0, &mut out[..take]).await?;
         cursor.0 = next;
         Ok(n)
