@@ -216,6 +216,8 @@ pub struct Log<F: NorFlash, const N: usize> {
     erase_max: u32,
     pending: [Key; BATCH],
     pending_len: u8,
+    /// The namespace the pending removals belong to.
+    pending_ns: u64,
     max_value: u32,
     report: MountReport,
     /// The head page was sealed after an interrupted write: the next page header says so.
@@ -288,6 +290,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             erase_max: 0,
             pending: [Key::sent(0); BATCH],
             pending_len: 0,
+            pending_ns: 0,
             max_value,
             report: MountReport::default(),
             prev_torn: false,
@@ -344,7 +347,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.summarize(head, &e);
         }
         self.report.torn_tail = c.torn_end;
-        if !c.skipped {
+        if c.skipped {
+            // Garbage from an earlier session sits in the head page: whichever session leaves
+            // it must say so in the next page header.
+            self.prev_torn = true;
+        } else {
             self.pages[head as usize].flags &= !F_TORN;
         }
         self.head_off = c.off;
@@ -723,16 +730,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Where the fragment after one ending at `(p, end)` starts: later in the same page, or
     /// first in the next page of the log. `None` if the log ends there.
     async fn next_fragment_at(&mut self, p: u16, end: u32) -> Res<Option<(u16, u32, u32)>, F> {
-        let limit = if p == self.head {
-            self.head_off
-        } else {
-            page_size::<F>()
-        };
-        if end as usize + TAG_LEN <= limit as usize {
-            let word = self.read_u32(Self::addr(p, end)).await?;
-            if word != ERASED_TAG {
-                return Ok(Some((p, end, word)));
+        // The writer only moves to the next page when not even one more data byte fits here.
+        if (page_size::<F>() - end) as usize > RECORD_OVERHEAD {
+            let limit = if p == self.head {
+                self.head_off
+            } else {
+                page_size::<F>()
+            };
+            if end as usize + TAG_LEN > limit as usize {
+                return Ok(None);
             }
+            let word = self.read_u32(Self::addr(p, end)).await?;
+            return Ok(Some((p, end, word)));
         }
         if p == self.head {
             return Ok(None);
@@ -752,12 +761,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut stored = stored_len(tag.data_len(), ws::<F>()) as u32;
         let mut len = tag.data_len() as u32;
         let (mut page, mut end, mut more) = (p, off + stored, tag.more);
+        let mut index = 0u16;
         while more {
             let Some((np, noff, word)) = self.next_fragment_at(page, end).await? else {
                 return Ok(None);
             };
+            index = index.wrapping_add(1);
             let t = match Tag::decode(word) {
-                Ok(t) if t.ty == RecordType::Cont => t,
+                Ok(t) if t.ty == RecordType::Cont && t.id_low == index => t,
                 _ => return Ok(None),
             };
             // In a page that ended in an interrupted write, a fragment counts only if whole.
@@ -790,7 +801,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut resolved = [false; BATCH];
         for i in 0..n {
             out[i] = Loc::Absent;
-            if honor_pending && self.is_pending(want[i].1) {
+            if honor_pending && self.is_pending(want[i].0, want[i].1) {
                 resolved[i] = true;
             }
         }
@@ -902,9 +913,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     // ---------------------------------------------------------------- deferred removals
 
-    /// Whether a deferred removal of `key` is waiting to be written.
-    pub fn is_pending(&self, key: Key) -> bool {
-        self.pending[..self.pending_len as usize].contains(&key)
+    /// Whether a deferred removal of `key` in namespace `ns` is waiting to be written.
+    pub fn is_pending(&self, ns: u64, key: Key) -> bool {
+        ns == self.pending_ns && self.pending[..self.pending_len as usize].contains(&key)
     }
 
     /// Forgets a pending removal (the key is being written again, or removed durably).
@@ -919,9 +930,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
     }
 
-    /// Adds a pending removal; `false` if the set is full (flush first).
-    pub fn pend(&mut self, key: Key) -> bool {
-        if self.pending_len as usize == BATCH {
+    /// Adds a pending removal for namespace `ns`; `false` if the set is full or holds another
+    /// namespace's removals (flush first).
+    pub fn pend(&mut self, ns: u64, key: Key) -> bool {
+        if self.pending_len == 0 {
+            self.pending_ns = ns;
+        }
+        if self.pending_len as usize == BATCH || ns != self.pending_ns {
             return false;
         }
         self.pending[self.pending_len as usize] = key;
@@ -937,10 +952,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Writes all pending removals as `Batch` records (up to 256 ids of one kind each) and
     /// charges them off their pages. One pass locates them all; a failure keeps whatever was
     /// not written pending.
-    pub async fn flush_pending(&mut self, ns: u64) -> Res<(), F> {
+    pub async fn flush_pending(&mut self) -> Res<(), F> {
         if self.pending_len == 0 {
             return Ok(());
         }
+        let ns = self.pending_ns;
         // Room for one record per key at worst; compaction may make some durable on the way.
         let need = self.pending_len as u32 * (stored_len(MAX_BATCH_DATA, ws::<F>()) as u32) + CTX_COST as u32;
         self.make_room(need, ns).await?;
@@ -1090,10 +1106,17 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             if n == 0 {
                 return Ok(live);
             }
+            // Where the records are, pending removals included: they stay charged to their
+            // page until their batch is written (counting them keeps `refine` and the flush
+            // from charging them off twice).
             let mut locs = [Loc::Absent; BATCH];
-            self.locate_many(&want[..n], &mut locs[..n]).await?;
+            self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
             for i in 0..n {
                 let (at, origin) = chunk[i];
+                if move_ns.is_some() && self.is_pending(want[i].0, want[i].1) {
+                    // Compaction drops it: the erase makes its removal durable.
+                    continue;
+                }
                 if let Loc::At { page, off, stored, len } = locs[i] {
                     if page == p && off == at {
                         live = live.saturating_add(units(stored));
@@ -1128,7 +1151,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let pend = self.pending_len as usize;
             let mut want = [(0u64, Key::sent(0)); BATCH];
             for (w, &k) in want.iter_mut().zip(&self.pending[..pend]) {
-                *w = (ns, k);
+                *w = (self.pending_ns, k);
             }
             let mut locs = [Loc::Absent; BATCH];
             self.locate_many_raw(&want[..pend], &mut locs[..pend]).await?;
@@ -1147,14 +1170,19 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         for k in &dropped[..nd] {
             self.unpend(*k);
         }
-        for d in 0..=dead {
-            let q = self.ring_back(self.head, self.len - 1 - d);
+        // Page switches while copying may already have retired the dead pages before `p`:
+        // leave the log exactly up to and including `p`, counted now.
+        let Some(age) = self.age(p) else {
+            return Err(Error::LogicBug);
+        };
+        for d in age..self.len {
+            let q = self.ring_back(self.head, d);
             self.pages[q as usize] = PageInfo {
                 flags: F_DIRTY,
                 ..PageInfo::FREE
             };
         }
-        self.len -= dead + 1;
+        self.len = age;
         Ok(())
     }
 
@@ -1629,8 +1657,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let Some((p, off, word)) = self.next_fragment_at(chain.page, end).await? else {
             return Err(Error::Corrupted);
         };
+        let expect = if chain.tag.ty == RecordType::Cont {
+            chain.tag.id_low.wrapping_add(1)
+        } else {
+            1
+        };
         let tag = match Tag::decode(word) {
-            Ok(t) if t.ty == RecordType::Cont => t,
+            Ok(t) if t.ty == RecordType::Cont && t.id_low == expect => t,
             _ => return Err(Error::Corrupted),
         };
         *chain = Chain::start(p, off, tag);

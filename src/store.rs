@@ -109,8 +109,8 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// Makes deferred removals durable and closes the namespace.
     pub async fn close(&mut self) -> Res<(), F> {
-        let ns = self.ns()?;
-        self.log.flush_pending(ns).await?;
+        self.ns()?;
+        self.log.flush_pending().await?;
         self.ns = None;
         Ok(())
     }
@@ -196,7 +196,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// Never fails with [`Error::Full`]: every value's tombstone is reserved when it is put.
     pub async fn remove(&mut self, key: Key) -> Res<(), F> {
         let ns = self.ns()?;
-        if self.log.is_pending(key) {
+        if self.log.is_pending(ns, key) {
             return Err(Error::NotFound);
         }
         if self.log.locate(ns, key).await? == Loc::Absent {
@@ -218,12 +218,12 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// at-least-once allows). Does not read flash and does not check that the key exists.
     pub async fn remove_deferred(&mut self, key: Key) -> Res<(), F> {
         let ns = self.ns()?;
-        if self.log.is_pending(key) {
+        if self.log.is_pending(ns, key) {
             return Err(Error::NotFound);
         }
-        if !self.log.pend(key) {
-            self.log.flush_pending(ns).await?;
-            if !self.log.pend(key) {
+        if !self.log.pend(ns, key) {
+            self.log.flush_pending().await?;
+            if !self.log.pend(ns, key) {
                 return Err(Error::LogicBug);
             }
         }
@@ -232,8 +232,8 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// Writes deferred removals now.
     pub async fn flush(&mut self) -> Res<(), F> {
-        let ns = self.ns()?;
-        self.log.flush_pending(ns).await
+        self.ns()?;
+        self.log.flush_pending().await
     }
 
     /// Deferred removals not yet written.
