@@ -252,7 +252,7 @@ impl Tag {
                 RecordType::Tombstone => Kind::from_code(tag.arg as u8).is_some() && tag.arg < 8,
                 RecordType::Batch => {
                     (8..=MAX_BATCH_DATA as u16).contains(&tag.arg)
-                        && tag.arg % 4 == 0
+                        && tag.arg.is_multiple_of(4)
                         && Kind::from_code(tag.id_low as u8).is_some()
                         && tag.id_low < 8
                 }

@@ -150,7 +150,6 @@ fn stress<const P: usize, const N: usize, const W: usize>(seed: u64, max: usize,
             model.remove(&k);
         } else {
             block_on(s.close()).unwrap_or_else(|e| panic!("seed {seed} op {i}: close: {e:?}"));
-            drop(s);
             s = block_on(Store::mount(&mut *flash, Config::new(max))).map_err(|e| e.1).unwrap();
             block_on(s.open("c", "u")).unwrap();
         }
