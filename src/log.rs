@@ -222,6 +222,8 @@ pub struct Log<F: NorFlash, const N: usize> {
     report: MountReport,
     /// The head page was sealed after an interrupted write: the next page header says so.
     prev_torn: bool,
+    /// A record write is under way (see [`Self::write_record`]).
+    in_flight: bool,
     /// Namespaces of the records in the log: `None` none yet, `Some(Some(ns))` only `ns`,
     /// `Some(None)` more than one (conservative: never narrowed again until the log is empty).
     log_ns: Option<Option<u64>>,
@@ -294,6 +296,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             max_value,
             report: MountReport::default(),
             prev_torn: false,
+            in_flight: false,
             log_ns: None,
         };
         match log.mount_inner().await {
@@ -1311,17 +1314,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             prev_torn: self.prev_torn,
         };
         self.pages[next as usize] = PageInfo {
-            flags: F_EXACT,
+            flags: F_DIRTY,
             ..PageInfo::FREE
         };
+        // Dirty until the header is whole: a failed or dropped write means erase before reuse.
         let bytes = header.encode();
-        if let Err(e) = self.flash.write(Self::addr(next, 0), &bytes).await {
-            self.pages[next as usize] = PageInfo {
-                flags: F_DIRTY,
-                ..PageInfo::FREE
-            };
-            return Err(Error::Flash(e));
-        }
+        self.flash
+            .write(Self::addr(next, 0), &bytes)
+            .await
+            .map_err(Error::Flash)?;
+        self.pages[next as usize].flags = F_EXACT;
         for d in 0..dead {
             let q = self.ring_back(self.head, self.len - 1 - d);
             self.pages[q as usize] = PageInfo {
@@ -1343,6 +1345,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Before the first write after mount: the rest of the head page must read as erased, or
     /// it holds the remains of an interrupted write and the page is sealed.
     async fn check_head(&mut self) -> Res<(), F> {
+        if self.in_flight {
+            // A write future was dropped part-way: treat its remains like those of a power cut.
+            self.in_flight = false;
+            self.head_checked = false;
+        }
         if self.len == 0 || self.head_checked {
             return Ok(());
         }
@@ -1547,6 +1554,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Err(Error::LogicBug);
         }
         let base = Self::addr(self.head, self.head_off);
+        // Cleared when the record is complete: if this future is dropped part-way, the next
+        // operation re-checks the head instead of programming these words again.
+        self.in_flight = true;
         let word = tag.encode().to_le_bytes();
         let mut digest = CRC.digest();
         digest.update(&word);
@@ -1591,6 +1601,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             Ok(())
         }
         .await;
+        self.in_flight = false;
         if let Err(e) = r {
             self.seal_torn();
             return Err(e);
