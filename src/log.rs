@@ -237,13 +237,15 @@ fn ws<F: NorFlash>() -> usize {
     F::WRITE_SIZE
 }
 
-/// Live units charged for a record that takes `stored` bytes: its size in 8-byte units plus
-/// one unit held back for the tombstone that will remove it (so a remove never meets "full").
-pub fn units(stored: u32) -> u16 {
-    (stored.div_ceil(8) + 1).min(u16::MAX as u32) as u16
-}
-
 impl<F: NorFlash, const N: usize> Log<F, N> {
+    /// Live units charged for a record that takes `stored` bytes: its size in 8-byte units
+    /// plus the size of the tombstone that will remove it, held back so a remove never meets
+    /// "full".
+    pub fn units(stored: u32) -> u16 {
+        let tombstone = stored_len(0, F::WRITE_SIZE) as u32;
+        (stored.div_ceil(8) + tombstone.div_ceil(8)).min(u16::MAX as u32) as u16
+    }
+
     /// Checks the geometry the crate supports; see `docs/DESIGN.md` for the reasons.
     pub fn check_geometry(flash: &F) -> bool {
         let page = F::ERASE_SIZE;
@@ -307,7 +309,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     async fn mount_inner(&mut self) -> Res<(), F> {
         let mut newest: Option<(u16, PageHeader)> = None;
-        let mut headers = [None::<PageHeader>; N];
         for p in 0..N as u16 {
             let h = self.read_header(p).await?;
             match h {
@@ -317,7 +318,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 HeaderState::Valid(h) => {
                     self.pages[p as usize].flags = F_DIRTY;
                     self.erase_max = self.erase_max.max(h.erase_count);
-                    headers[p as usize] = Some(h);
                     if newest.is_none_or(|(_, n)| h.seq > n.seq) {
                         newest = Some((p, h));
                     }
@@ -363,12 +363,29 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let tail_seq = retired.min(hh.seq).max(hh.seq.saturating_sub(N as u32 - 1));
         self.len = (hh.seq - tail_seq + 1) as u16;
 
-        // Older log pages, oldest first, tags only.
+        // Older log pages, oldest first, tags only. Headers are read again rather than kept
+        // from the first pass, so mount needs no per-page stack array; each page's successor
+        // header (read one step ahead) says whether the page ended torn.
         let mut chain_start: Option<u16> = None;
+        let valid = |h: HeaderState| match h {
+            HeaderState::Valid(h) => Some(h),
+            _ => None,
+        };
+        let mut next_h = if self.len > 1 {
+            valid(self.read_header(self.ring_back(head, self.len - 1)).await?)
+        } else {
+            None
+        };
         for d in (1..self.len).rev() {
             let p = self.ring_back(head, d);
             let expect = hh.seq - d as u32;
-            let Some(h) = headers[p as usize].filter(|h| h.seq == expect) else {
+            let this_h = next_h;
+            next_h = if d == 1 {
+                Some(hh)
+            } else {
+                valid(self.read_header(self.ring_back(head, d - 1)).await?)
+            };
+            let Some(h) = this_h.filter(|h| h.seq == expect) else {
                 self.report.damaged_pages += 1;
                 self.pages[p as usize] = PageInfo {
                     flags: F_EXACT,
@@ -377,8 +394,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 chain_start = None;
                 continue;
             };
-            let succ = headers[Self::next_page(p) as usize];
-            let torn = succ.is_some_and(|s| s.seq == expect + 1 && s.prev_torn);
+            let torn = next_h.is_some_and(|s| s.seq == expect + 1 && s.prev_torn);
             self.pages[p as usize] = PageInfo {
                 flags: if torn { F_TORN } else { 0 },
                 ..PageInfo::FREE
@@ -407,7 +423,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         if let Some(s) = chain_start.filter(|_| lead_cont > 0) {
             let info = &mut self.pages[s as usize];
-            info.live = info.live.saturating_add(units(lead_cont));
+            info.live = info.live.saturating_add(Self::units(lead_cont));
         }
         self.report.log_pages = self.len as u32;
         Ok(())
@@ -427,7 +443,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             RecordType::Put(kind) => {
                 let id = e.key.map_or(0, |k| k.id());
                 info.note(kind, id, id);
-                info.live = info.live.saturating_add(units(stored));
+                info.live = info.live.saturating_add(Self::units(stored));
             }
             RecordType::Tombstone => {
                 if let Some(k) = e.key {
@@ -910,7 +926,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     pub fn uncharge(&mut self, loc: Loc) {
         if let Loc::At { page, stored, .. } = loc {
             let info = &mut self.pages[page as usize];
-            info.live = info.live.saturating_sub(units(stored));
+            info.live = info.live.saturating_sub(Self::units(stored));
         }
     }
 
@@ -960,9 +976,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Ok(());
         }
         let ns = self.pending_ns;
-        // Room for one record per key at worst; compaction may make some durable on the way.
-        let need = self.pending_len as u32 * (stored_len(MAX_BATCH_DATA, ws::<F>()) as u32) + CTX_COST as u32;
-        self.make_room(need, ns).await?;
+        // Room for the batch records as grouped now; compaction on the way can only make some
+        // removals durable and the groups smaller.
+        let need = self.batch_bytes() + CTX_COST as u32;
+        self.make_room(need, ns, true).await?;
         let n = self.pending_len as usize;
         let keys = self.pending;
         let mut want = [(0u64, Key::sent(0)); BATCH];
@@ -1004,6 +1021,34 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
         }
         Ok(())
+    }
+
+    /// Bytes the pending removals take as `Batch` records, grouped as [`Self::flush_pending`]
+    /// groups them.
+    fn batch_bytes(&self) -> u32 {
+        let n = self.pending_len as usize;
+        let keys = &self.pending[..n];
+        let max_ids = 8 * (MAX_BATCH_DATA - 4) as u32;
+        let mut done = [false; BATCH];
+        let mut bytes = 0;
+        while let Some(first) = (0..n).find(|&i| !done[i]) {
+            let kind = keys[first].kind();
+            let base = (0..n)
+                .filter(|&i| !done[i] && keys[i].kind() == kind)
+                .map(|i| keys[i].id())
+                .min()
+                .unwrap_or(0);
+            let mut top = 0;
+            for i in 0..n {
+                let bit = keys[i].id().wrapping_sub(base);
+                if !done[i] && keys[i].kind() == kind && bit < max_ids {
+                    done[i] = true;
+                    top = top.max(bit);
+                }
+            }
+            bytes += stored_len(4 + round_up(top as usize / 8 + 1, 4), ws::<F>()) as u32;
+        }
+        bytes
     }
 
     // ---------------------------------------------------------------- space
@@ -1060,10 +1105,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Compacts until `need` bytes can be appended with the spill reserve still free.
-    pub async fn make_room(&mut self, need: u32, ns: u64) -> Res<(), F> {
+    /// Writes that only remove (`shrinking`: tombstones, batches, clears) may use the spill
+    /// reserve: their space was reserved with the values they remove.
+    pub async fn make_room(&mut self, need: u32, ns: u64, shrinking: bool) -> Res<(), F> {
         self.check_head().await?;
+        let keep = if shrinking { 0 } else { self.spill_reserve() };
         for _ in 0..=N {
-            if self.avail() >= need + self.spill_reserve() {
+            if self.avail() >= need + keep {
                 return Ok(());
             }
             self.compact_oldest(ns).await?;
@@ -1122,7 +1170,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
                 if let Loc::At { page, off, stored, len } = locs[i] {
                     if page == p && off == at {
-                        live = live.saturating_add(units(stored));
+                        live = live.saturating_add(Self::units(stored));
                         if move_ns.is_some() {
                             let (ns, key) = want[i];
                             self.move_record(p, at, key, ns, origin, len).await?;
@@ -1542,7 +1590,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         let info = &mut self.pages[start_page as usize];
         info.note(key.kind(), key.id(), key.id());
-        info.live = info.live.saturating_add(units(stored_total) - 1);
+        info.live = info.live.saturating_add(Self::units(stored_total)).saturating_sub(1);
         Ok((start_page, start_off, stored_total))
     }
 

@@ -6,7 +6,7 @@ use embedded_storage_async::nor_flash::NorFlash;
 use crate::codec::{MAX_FRAGMENT_DATA, RECORD_OVERHEAD, RecordType, Tag, namespace_hash, stored_len};
 use crate::error::Error;
 use crate::key::Key;
-use crate::log::{Chain, KEYS_BATCH, Loc, Log, MountReport, Source, Stamp, units};
+use crate::log::{Chain, KEYS_BATCH, Loc, Log, MountReport, Source, Stamp};
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
@@ -134,17 +134,19 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
         let est = estimate(len, F::WRITE_SIZE);
         let old = self.log.locate_raw(ns, key).await?;
         let old_units = match old {
-            Loc::At { stored, .. } => units(stored) as u32,
+            Loc::At { stored, .. } => Log::<F, PAGES>::units(stored) as u32,
             Loc::Absent => 0,
         };
-        let fits = |log: &Log<F, PAGES>| log.live_units() + units(est) as u32 <= log.usable_units() + old_units;
+        let fits = |log: &Log<F, PAGES>| {
+            log.live_units() + Log::<F, PAGES>::units(est) as u32 <= log.usable_units() + old_units
+        };
         if !fits(&self.log) && self.log.has_inexact() {
             self.log.refine().await?;
         }
         if !fits(&self.log) {
             return Err(Error::Full);
         }
-        self.log.make_room(est + 64, ns).await?;
+        self.log.make_room(est + 64, ns, false).await?;
         // Compaction may have moved the old value: find it again.
         let old = self.log.locate_raw(ns, key).await?;
         let mut src = Source::ram(parts);
@@ -203,7 +205,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
             return Err(Error::NotFound);
         }
         let stored = stored_len(0, F::WRITE_SIZE) as u32;
-        self.log.make_room(stored + 64, ns).await?;
+        self.log.make_room(stored + 64, ns, true).await?;
         let loc = self.log.locate(ns, key).await?;
         let tag = Tag::new(RecordType::Tombstone, false, key.kind().code() as u16, key.id() as u16);
         self.log.append_small(tag, &[], ns, Some(key), false).await?;
@@ -252,7 +254,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     pub async fn clear(&mut self) -> Res<(), F> {
         let ns = self.ns()?;
         let stored = stored_len(0, F::WRITE_SIZE) as u32;
-        self.log.make_room(stored + 64, ns).await?;
+        self.log.make_room(stored + 64, ns, true).await?;
         self.log
             .append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, false)
             .await?;

@@ -26,7 +26,9 @@ impl Rng {
 fn a_pending_removal_of_one_client_does_not_drop_another_clients_key() {
     let mut flash = Sim::boxed();
     flash.set_ecc(true);
-    let mut s: Store<&mut Sim, 8> = block_on(Store::mount(&mut *flash, Config::new(256))).map_err(|e| e.1).unwrap();
+    let mut s: Store<&mut Sim, 8> = block_on(Store::mount(&mut *flash, Config::new(256)))
+        .map_err(|e| e.1)
+        .unwrap();
     block_on(s.open("b", "u")).unwrap();
     block_on(s.put(Key::sent(1), &[b"value of b"])).unwrap();
     block_on(s.close()).unwrap();
@@ -40,7 +42,10 @@ fn a_pending_removal_of_one_client_does_not_drop_another_clients_key() {
     block_on(s.close()).unwrap();
     block_on(s.open("b", "u")).unwrap();
     let mut buf = [0u8; 64];
-    assert_eq!(block_on(s.get(Key::sent(1), &mut buf)).map(|v| v.to_vec()), Ok(b"value of b".to_vec()));
+    assert_eq!(
+        block_on(s.get(Key::sent(1), &mut buf)).map(|v| v.to_vec()),
+        Ok(b"value of b".to_vec())
+    );
     block_on(s.close()).unwrap();
     block_on(s.open("a", "u")).unwrap();
     assert_eq!(block_on(s.get(Key::sent(1), &mut buf)), Err(Error::NotFound));
@@ -75,7 +80,12 @@ fn pending_removals_are_charged_off_once_after_a_remount() {
     block_on(s.flush()).unwrap();
     let mut buf = [0u8; 64];
     for i in 0..20u32 {
-        assert_eq!(block_on(s.get(Key::command(200 + i), &mut buf)).unwrap(), &[2u8; 40][..], "c-{}", 200 + i);
+        assert_eq!(
+            block_on(s.get(Key::command(200 + i), &mut buf)).unwrap(),
+            &[2u8; 40][..],
+            "c-{}",
+            200 + i
+        );
         assert_eq!(block_on(s.get(Key::command(100 + i), &mut buf)), Err(Error::NotFound));
     }
 }
@@ -86,7 +96,9 @@ fn fill_then_remove_all<const P: usize, const N: usize, const W: usize>(seed: u6
     let mut flash = SimFlash::<P, N, 1, W>::boxed();
     flash.set_ecc(true);
     let mut rng = Rng(seed | 1);
-    let mut s: Store<_, N> = block_on(Store::mount(&mut *flash, Config::new(max))).map_err(|e| e.1).unwrap();
+    let mut s: Store<_, N> = block_on(Store::mount(&mut *flash, Config::new(max)))
+        .map_err(|e| e.1)
+        .unwrap();
     block_on(s.open("c", "u")).unwrap();
     let mut keys = Vec::new();
     for i in 0.. {
@@ -99,7 +111,11 @@ fn fill_then_remove_all<const P: usize, const N: usize, const W: usize>(seed: u6
     }
     assert!(keys.len() > 10, "store took only {} values", keys.len());
     for k in &keys {
-        let r = if deferred { block_on(s.remove_deferred(*k)) } else { block_on(s.remove(*k)) };
+        let r = if deferred {
+            block_on(s.remove_deferred(*k))
+        } else {
+            block_on(s.remove(*k))
+        };
         assert_eq!(r, Ok(()), "removing {k} from a full store (seed {seed})");
     }
     assert_eq!(block_on(s.close()), Ok(()));
@@ -123,7 +139,9 @@ fn stress<const P: usize, const N: usize, const W: usize>(seed: u64, max: usize,
     flash.set_ecc(true);
     let mut rng = Rng(seed | 1);
     let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
-    let mut s: Store<_, N> = block_on(Store::mount(&mut *flash, Config::new(max))).map_err(|e| e.1).unwrap();
+    let mut s: Store<_, N> = block_on(Store::mount(&mut *flash, Config::new(max)))
+        .map_err(|e| e.1)
+        .unwrap();
     block_on(s.open("c", "u")).unwrap();
     let mut buf = vec![0u8; max];
     for i in 0..ops {
@@ -140,7 +158,11 @@ fn stress<const P: usize, const N: usize, const W: usize>(seed: u64, max: usize,
                 Err(e) => panic!("seed {seed} op {i}: put {k}: {e:?}"),
             }
         } else if r < 80 {
-            let want = if model.remove(&k).is_some() { Ok(()) } else { Err(Error::NotFound) };
+            let want = if model.remove(&k).is_some() {
+                Ok(())
+            } else {
+                Err(Error::NotFound)
+            };
             assert_eq!(block_on(s.remove(k)), want, "seed {seed} op {i}: remove {k}");
         } else if r < 97 {
             match block_on(s.remove_deferred(k)) {
@@ -150,7 +172,9 @@ fn stress<const P: usize, const N: usize, const W: usize>(seed: u64, max: usize,
             model.remove(&k);
         } else {
             block_on(s.close()).unwrap_or_else(|e| panic!("seed {seed} op {i}: close: {e:?}"));
-            s = block_on(Store::mount(&mut *flash, Config::new(max))).map_err(|e| e.1).unwrap();
+            s = block_on(Store::mount(&mut *flash, Config::new(max)))
+                .map_err(|e| e.1)
+                .unwrap();
             block_on(s.open("c", "u")).unwrap();
         }
         for (k, v) in &model {
