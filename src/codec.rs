@@ -39,7 +39,8 @@ pub const TAG_LEN: usize = 4;
 pub const MAX_FRAGMENT_DATA: usize = (1 << 11) - 1;
 /// Largest `Batch` data: base id and a 32-byte bitmap (256 ids).
 pub const MAX_BATCH_DATA: usize = 36;
-/// A tag word that reads as erased flash: the end of the written part of a page.
+/// A tag word that reads as erased flash: the end of the written part of a page, unless a
+/// `Sync` record follows (writing resumed after an interrupted write).
 pub const ERASED_TAG: u32 = u32::MAX;
 
 /// The CRC used for page headers and records: CRC-32C (Castagnoli), chosen for its better

@@ -5,8 +5,10 @@
 //! - Pages in the log are consecutive in ring order with consecutive sequence numbers, from the
 //!   tail (oldest) to the head (newest). Every other page is free.
 //! - At least one free page exists whenever the log is not empty (compaction's reserve).
-//! - A word is written at most once between erases: appends only move forward, a page whose
-//!   tail is in doubt (torn write, failed write) is sealed and never written again.
+//! - A word is written at most once between erases: appends only move forward; after an
+//!   interrupted write (power cut, failed write, dropped future) writing resumes past
+//!   everything that write can have touched, behind a `Sync` record, or the page is sealed.
+//!   Such a page is read with every CRC checked (`F_TORN`), and the next page header says so.
 //! - The newest event for a key (put, tombstone, batch bit or clear) decides its state.
 //!
 //! Nothing here allocates; RAM is [`PageInfo`] per page plus a few words.
@@ -170,7 +172,8 @@ pub struct MountReport {
     pub damaged_pages: u32,
     /// Pages where a structurally broken record cut the scan short (records after it lost).
     pub damaged_records: u32,
-    /// The newest page ended in an interrupted write (expected after a power cut; not damage).
+    /// The head page ends in the remains of an interrupted write (expected after a power cut;
+    /// not damage). Writing resumes past it.
     pub torn_tail: bool,
     /// Pages in the log.
     pub log_pages: u32,
@@ -714,7 +717,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(None)
     }
 
-    /// Reads a record's data to check its CRC (used on the head page at mount).
+    /// Reads a record's data to check its CRC (pages read in torn mode).
     async fn record_crc_ok(&mut self, p: u16, e: &Entry) -> Res<bool, F> {
         self.crc_ok_at(p, e.off, e.tag).await
     }
@@ -1458,8 +1461,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(())
     }
 
-    /// Stops writing to the head page after an interrupted or failed write: no word is
-    /// written twice, readers check CRCs there, and the next page header says so.
+    /// Marks the head page as holding the remains of an interrupted or failed write: readers
+    /// check CRCs there, the next page header says so, and nothing more is written to it
+    /// unless [`Self::check_head`] resumes past the damage behind a `Sync` record.
     fn seal_torn(&mut self) {
         self.head_off = page_size::<F>();
         self.prev_torn = true;
