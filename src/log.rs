@@ -1264,7 +1264,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Writes the context records a record needs (namespace, id high bits, origin) and returns
     /// with the head able to take `first` more bytes, switching pages if needed.
-    async fn prepare_head(&mut self, want: Ctx, first: u32, compacting: bool) -> Res<(), F> {
+    async fn prepare_head(&mut self, mut want: Ctx, key: Option<Key>, first: u32, compacting: bool) -> Res<(), F> {
         let ctx_bytes = |log: &Self| -> u32 {
             let c = &log.head_ctx;
             let mut b = 0;
@@ -1285,7 +1285,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if self.len == 0 || self.head_off + ctx_bytes(self) + first > page_size::<F>() || !self.head_checked {
             self.check_head().await?;
             if self.len == 0 || self.head_off + ctx_bytes(self) + first > page_size::<F>() {
-                self.open_page(want, compacting).await?;
+                self.open_page(want, key, compacting).await?;
+                // The new page's context is its header's: only the record's own needs matter.
+                want = self.want_ctx(want.ns, key, want.origin);
             }
         }
         if self.head_ctx.ns != want.ns {
@@ -1323,7 +1325,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Moves the head to the next page: erases it if it is not known blank, writes its header,
     /// and retires (in that same header) the dead pages at the tail.
-    async fn open_page(&mut self, want: Ctx, compacting: bool) -> Res<(), F> {
+    async fn open_page(&mut self, want: Ctx, key: Option<Key>, compacting: bool) -> Res<(), F> {
         let next = if self.len == 0 { 0 } else { Self::next_page(self.head) };
         let free = N as u16 - self.len;
         if free == 0 || (!compacting && free < 2 && self.dead_tail() == 0) {
@@ -1331,6 +1333,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         let info = self.pages[next as usize];
         let mut erase_count = self.erase_max;
+        let mut erased_now = false;
         if info.flags & F_BLANK == 0 {
             let old = self.read_header(next).await?;
             let must_erase = info.flags & F_DIRTY != 0 || !self.is_blank(next, 0).await?;
@@ -1342,6 +1345,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 let a = Self::addr(next, 0);
                 self.flash.erase(a, a + page_size::<F>()).await.map_err(Error::Flash)?;
                 self.erase_max = self.erase_max.max(erase_count);
+                erased_now = true;
             }
         }
         let dead = if self.len > 0 { self.dead_tail_upto_head() } else { 0 };
@@ -1351,12 +1355,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         } else {
             self.head_seq - (self.len - 1) as u32 + dead as u32
         };
-        let hi = if want.hi_c != self.head_ctx.hi_c {
-            want.hi_c
-        } else {
-            want.hi_q
+        // One id-high field for both sequence kinds: the one the first record needs.
+        let hi = match key.map(|k| k.kind()) {
+            Some(Kind::Queued) => want.hi_q,
+            _ => want.hi_c,
         };
-        let header = PageHeader {
+        let mut header = PageHeader {
             seq,
             tail_seq,
             erase_count,
@@ -1364,16 +1368,23 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             id_high: hi,
             prev_torn: self.prev_torn,
         };
+        // Dirty until the header is whole: a failed or dropped write means erase before reuse.
         self.pages[next as usize] = PageInfo {
             flags: F_DIRTY,
             ..PageInfo::FREE
         };
-        // Dirty until the header is whole: a failed or dropped write means erase before reuse.
-        let bytes = header.encode();
-        self.flash
-            .write(Self::addr(next, 0), &bytes)
-            .await
-            .map_err(Error::Flash)?;
+        let a = Self::addr(next, 0);
+        if let Err(e) = self.flash.write(a, &header.encode()).await {
+            if erased_now {
+                return Err(Error::Flash(e));
+            }
+            // A header write cut off earlier may have programmed words that still read 0xFF,
+            // which ECC flash refuses to program again: erase the page and try once more.
+            header.erase_count = self.erase_max + 1;
+            self.flash.erase(a, a + page_size::<F>()).await.map_err(Error::Flash)?;
+            self.erase_max = header.erase_count;
+            self.flash.write(a, &header.encode()).await.map_err(Error::Flash)?;
+        }
         self.pages[next as usize].flags = F_EXACT;
         for d in 0..dead {
             let q = self.ring_back(self.head, self.len - 1 - d);
@@ -1508,11 +1519,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if matches!(tag.ty, RecordType::Tombstone | RecordType::Batch | RecordType::Clear) {
             self.note_ns(ns);
         }
-        let origin = if tag.ty == RecordType::Retire {
-            self.head_ctx.origin
-        } else {
-            None
-        };
+        // Only puts consume the origin context: leave it as it is.
+        let origin = self.head_ctx.origin;
         let want = self.want_ctx(
             if tag.ty == RecordType::Retire {
                 self.head_ctx.ns
@@ -1522,7 +1530,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             key,
             origin,
         );
-        self.prepare_head(want, stored, !user).await?;
+        self.prepare_head(want, key, stored, !user).await?;
         let len = data.len();
         self.write_record(tag, &mut Source::ram(&[data]), len).await?;
         let info = &mut self.pages[self.head as usize];
@@ -1551,7 +1559,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let want = self.want_ctx(ns, Some(key), origin);
         let whole = stored_len((len as usize).min(MAX_FRAGMENT_DATA), ws::<F>()) as u32;
         let first_min = whole.min(stored_len(MIN_SPLIT, ws::<F>()) as u32);
-        self.prepare_head(want, first_min, origin.is_some()).await?;
+        self.prepare_head(want, Some(key), first_min, origin.is_some()).await?;
         let (start_page, start_off) = (self.head, self.head_off);
         // Charge the start page before the first fragment: a page switch for a continuation
         // must not see it as dead and retire it under the record being written.
@@ -1570,6 +1578,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                         origin: None,
                         ..cont_ctx
                     },
+                    Some(key),
                     true,
                 )
                 .await?;
