@@ -26,6 +26,9 @@ use crate::key::{Key, Kind};
 pub const BATCH: usize = 32;
 /// Keys returned per `keys()` call (each call is one pass over the log).
 pub const KEYS_BATCH: usize = 16;
+/// Puts remembered with their location, so removing or reading a recent key needs no scan.
+const RECENT: usize = 32;
+const RECENT_EMPTY: u32 = u32::MAX;
 /// A record is split at a page end only if at least this much data fits before it; smaller
 /// tails are left unused so small records stay in one piece (one read, one CRC).
 const MIN_SPLIT: usize = 64;
@@ -227,6 +230,11 @@ pub struct Log<F: NorFlash, const N: usize> {
     prev_torn: bool,
     /// A record write is under way (see [`Self::write_record`]).
     in_flight: bool,
+    /// The newest puts of namespace `recent_ns`: (id, kind:3 | page:12 | offset:17). An entry
+    /// is dropped whenever its record stops being its key's newest event, so a hit is exact.
+    recent: [(u32, u32); RECENT],
+    recent_next: u8,
+    recent_ns: u64,
     /// Namespaces of the records in the log: `None` none yet, `Some(Some(ns))` only `ns`,
     /// `Some(None)` more than one (conservative: never narrowed again until the log is empty).
     log_ns: Option<Option<u64>>,
@@ -302,6 +310,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             report: MountReport::default(),
             prev_torn: false,
             in_flight: false,
+            recent: [(0, RECENT_EMPTY); RECENT],
+            recent_next: 0,
+            recent_ns: 0,
             log_ns: None,
         };
         match log.mount_inner().await {
@@ -825,6 +836,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             out[i] = Loc::Absent;
             if honor_pending && self.is_pending(want[i].0, want[i].1) {
                 resolved[i] = true;
+            } else if let Some(loc) = self.recent_loc(want[i].0, want[i].1).await? {
+                out[i] = loc;
+                resolved[i] = true;
             }
         }
         for d in 0..self.len {
@@ -933,6 +947,76 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
     }
 
+    // ---------------------------------------------------------------- recent puts
+
+    fn recent_find(&self, key: Key) -> Option<usize> {
+        self.recent
+            .iter()
+            .position(|&(id, meta)| meta != RECENT_EMPTY && id == key.id() && meta >> 29 == key.kind().code() as u32)
+    }
+
+    /// Remembers that the newest record of `key` (namespace `ns`) starts at `(page, off)`;
+    /// records moved by compaction only update an entry that is already there.
+    fn recent_put(&mut self, ns: u64, key: Key, page: u16, off: u32, insert: bool) {
+        if ns != self.recent_ns {
+            if !insert {
+                return;
+            }
+            self.recent_clear();
+            self.recent_ns = ns;
+        }
+        let meta = ((key.kind().code() as u32) << 29) | ((page as u32) << 17) | off;
+        let slot = match self.recent_find(key) {
+            Some(i) => i,
+            None if !insert => return,
+            None => {
+                let i = self.recent_next as usize;
+                self.recent_next = ((i + 1) % RECENT) as u8;
+                i
+            }
+        };
+        self.recent[slot] = (key.id(), meta);
+    }
+
+    /// Forgets `key` (its newest event is now a removal).
+    fn recent_drop(&mut self, ns: u64, key: Key) {
+        if ns == self.recent_ns {
+            if let Some(i) = self.recent_find(key) {
+                self.recent[i].1 = RECENT_EMPTY;
+            }
+        }
+    }
+
+    /// Forgets every entry pointing into page `p` (it left the log).
+    fn recent_drop_page(&mut self, p: u16) {
+        for e in self.recent.iter_mut() {
+            if e.1 != RECENT_EMPTY && (e.1 >> 17) & 0xFFF == p as u32 {
+                e.1 = RECENT_EMPTY;
+            }
+        }
+    }
+
+    fn recent_clear(&mut self) {
+        self.recent = [(0, RECENT_EMPTY); RECENT];
+    }
+
+    /// The location of `key` if it is a recent put: read its tag to check and size it.
+    async fn recent_loc(&mut self, ns: u64, key: Key) -> Res<Option<Loc>, F> {
+        let Some(i) = self.recent_find(key).filter(|_| ns == self.recent_ns) else {
+            return Ok(None);
+        };
+        let meta = self.recent[i].1;
+        let (page, off) = (((meta >> 17) & 0xFFF) as u16, meta & 0x1_FFFF);
+        let tag = match self.tag_at(page, off).await {
+            Ok(t) if t.ty == RecordType::Put(key.kind()) && t.id_low == key.id() as u16 => t,
+            _ => return Ok(None),
+        };
+        Ok(self
+            .chain_extent(page, off, tag)
+            .await?
+            .map(|(stored, len)| Loc::At { page, off, stored, len }))
+    }
+
     // ---------------------------------------------------------------- deferred removals
 
     /// Whether a deferred removal of `key` in namespace `ns` is waiting to be written.
@@ -1021,6 +1105,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 done[i] = true;
                 self.unpend(keys[i]);
                 self.uncharge(locs[i]);
+                self.recent_drop(ns, keys[i]);
             }
         }
         Ok(())
@@ -1231,6 +1316,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         };
         for d in age..self.len {
             let q = self.ring_back(self.head, d);
+            self.recent_drop_page(q);
             self.pages[q as usize] = PageInfo {
                 flags: F_DIRTY,
                 ..PageInfo::FREE
@@ -1388,6 +1474,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.pages[next as usize].flags = F_EXACT;
         for d in 0..dead {
             let q = self.ring_back(self.head, self.len - 1 - d);
+            self.recent_drop_page(q);
             self.pages[q as usize] = PageInfo {
                 flags: F_DIRTY,
                 ..PageInfo::FREE
@@ -1540,6 +1627,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if let Some(k) = key {
             info.note(k.kind(), k.id(), k.id());
         }
+        match tag.ty {
+            RecordType::Tombstone => {
+                if let Some(k) = key {
+                    self.recent_drop(ns, k);
+                }
+            }
+            RecordType::Clear if ns == self.recent_ns => self.recent_clear(),
+            _ => {}
+        }
         Ok(())
     }
 
@@ -1604,6 +1700,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let info = &mut self.pages[start_page as usize];
         info.note(key.kind(), key.id(), key.id());
         info.live = info.live.saturating_add(Self::units(stored_total)).saturating_sub(1);
+        self.recent_put(ns, key, start_page, start_off, origin.is_none());
         Ok((start_page, start_off, stored_total))
     }
 
