@@ -375,7 +375,6 @@ async fn device(
         }
     };
     let _ = select(stack_loop, work).await;
-    drop(client);
     let mut r = report.into_inner();
     r.resent = adapter
         .sent
@@ -479,7 +478,7 @@ fn c_overflow_policies_apply_exactly() {
                 let faults = Arc::new(Faults::default());
                 faults.down.store(true, Ordering::Relaxed);
                 let proxy = start_proxy(broker.addr, faults.clone()).await;
-                let received = subscribe(broker.addr, &format!("check-{topic}"), topic).await;
+                let received = subscribe(broker.addr, &format!("check{}", topic.replace('/', "-")), topic).await;
                 let mut flash = Sim::boxed();
                 let mut config = qos1(100);
                 config.overflow = policy;
@@ -522,8 +521,8 @@ fn d_power_cut_mid_burst_loses_no_acknowledged_publish() {
             let received = subscribe(broker.addr, "check-d", "e2e/d").await;
             let mut flash = Sim::boxed();
             flash.set_ecc(true);
-            // Cut during the burst: after a few hundred flash operations.
-            flash.cut_power_at_op(Some(700));
+            // Cut during the burst: a put is one or two flash writes.
+            flash.cut_power_at_op(Some(300));
             let boot1 = device(&mut flash, proxy, "dev-d", "e2e/d", qos1(1000), 0..400, Drain::UntilIdle, QoS::AtLeastOnce).await;
             assert!(!flash.is_powered(), "the power cut happened during the burst");
             assert!(boot1.stored.len() < 400 && !boot1.stored.is_empty(), "{}", boot1.stored.len());

@@ -18,6 +18,14 @@ pub struct TcpSocket(TcpStream);
 #[derive(Debug)]
 pub struct IoError(ErrorKind);
 
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::error::Error for IoError {}
+
 impl embedded_io_async::Error for IoError {
     fn kind(&self) -> ErrorKind {
         self.0
