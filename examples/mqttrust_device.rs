@@ -35,7 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broker = args.get(1).map(String::as_str).unwrap_or("127.0.0.1:1883");
     let image = args.get(2).map(String::as_str).unwrap_or("mqttrust-device.img");
     let client_id = args.get(3).map(String::as_str).unwrap_or("mqtt-persist-device");
-    let addr = broker.to_socket_addrs()?.next().ok_or("broker address does not resolve")?;
+    let addr = broker
+        .to_socket_addrs()?
+        .next()
+        .ok_or("broker address does not resolve")?;
     let topic = format!("devices/{client_id}/reading");
     // Readings are numbered per boot: the boot id is the start time in seconds.
     let boot = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -55,7 +58,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         let link = Link::new();
         let network = EpochNetwork::new(TokioNetwork, &link);
-        let mut transport = mqttrust::transport::embedded_nal::NalTransport::new(&network, mqttrust::IpBroker::from(addr));
+        let mut transport =
+            mqttrust::transport::embedded_nal::NalTransport::new(&network, mqttrust::IpBroker::from(addr));
         let mut state = Box::new(mqttrust::State::<NoopRawMutex, 4096, 4096>::new());
         let mqtt_config = mqttrust::Config::builder()
             .client_id(client_id.try_into().map_err(|_| "client id too long")?)

@@ -29,7 +29,11 @@ use support::{Faults, TokioNetwork, start_proxy};
 type Sim = SimFlash<4096, 64, 4, 4>;
 
 fn start_rumqttd() -> SocketAddr {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut config = rumqttd::Config {
         router: rumqttd::RouterConfig {
@@ -72,7 +76,11 @@ fn start_rumqttd() -> SocketAddr {
 }
 
 async fn subscriber(broker: SocketAddr, topic: &str) -> Arc<Mutex<Vec<u32>>> {
-    let mut opts = rumqttc::MqttOptions::new(format!("bench-check-{topic}"), "127.0.0.1", broker.port());
+    let mut opts = rumqttc::MqttOptions::new(
+        format!("bench-check-{}", topic.replace('/', "-")),
+        "127.0.0.1",
+        broker.port(),
+    );
     opts.set_inflight(100);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
     client.subscribe(topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
@@ -85,7 +93,9 @@ async fn subscriber(broker: SocketAddr, topic: &str) -> Arc<Mutex<Vec<u32>>> {
         loop {
             match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    sink.lock().unwrap().push(std::str::from_utf8(&p.payload).unwrap().parse().unwrap());
+                    sink.lock()
+                        .unwrap()
+                        .push(std::str::from_utf8(&p.payload).unwrap().parse().unwrap());
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
                     if let Some(tx) = tx.take() {
@@ -97,7 +107,10 @@ async fn subscriber(broker: SocketAddr, topic: &str) -> Arc<Mutex<Vec<u32>>> {
             }
         }
     });
-    tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
     got
 }
 
@@ -110,7 +123,10 @@ async fn run<const W: usize>(broker: SocketAddr, n: u32, latency_ms: u64) -> f64
     let proxy = start_proxy(broker, faults).await;
 
     let mut flash = Sim::boxed();
-    let mut store: Store<&mut Sim, 64> = Store::mount(&mut *flash, Config::new(256)).await.map_err(|e| e.1).unwrap();
+    let mut store: Store<&mut Sim, 64> = Store::mount(&mut *flash, Config::new(256))
+        .await
+        .map_err(|e| e.1)
+        .unwrap();
     let id = format!("bench-w{W}");
     store.open(&id, "tcp://bench").await.unwrap();
     let outbox: SharedOutbox<NoopRawMutex, _, W, 256> =
@@ -152,7 +168,11 @@ async fn run<const W: usize>(broker: SocketAddr, n: u32, latency_ms: u64) -> f64
     let got = received.lock().unwrap().clone();
     let mut seen = HashSet::new();
     let first: Vec<u32> = got.iter().copied().filter(|x| seen.insert(*x)).collect();
-    assert_eq!(first, (0..n).collect::<Vec<_>>(), "W={W}: order not preserved or messages missing");
+    assert_eq!(
+        first,
+        (0..n).collect::<Vec<_>>(),
+        "W={W}: order not preserved or messages missing"
+    );
     let rate = n as f64 / elapsed.as_secs_f64();
     println!(
         "window {W}: {n} messages in {:.2} s = {rate:.1} msgs/s ({} received, order preserved)",
@@ -167,7 +187,10 @@ fn main() {
     let n: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let latency: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
     let broker = start_rumqttd();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         println!("replaying {n} buffered messages through a proxy adding {latency} ms one-way latency");
         let w1 = run::<1>(broker, n, latency).await;

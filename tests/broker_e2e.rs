@@ -285,10 +285,7 @@ async fn device(
     drain: Drain,
     qos: QoS,
 ) -> Report {
-    let mut store: Store<&mut Sim, PAGES> = Store::mount(flash, Config::new(BUF))
-        .await
-        .map_err(|e| e.1)
-        .unwrap();
+    let mut store: Store<&mut Sim, PAGES> = Store::mount(flash, Config::new(BUF)).await.map_err(|e| e.1).unwrap();
     store.open(client_id, "tcp://e2e").await.unwrap();
     let outbox: SharedOutbox<NoopRawMutex, _, W, BUF> = SharedOutbox::restore(store, config).await.unwrap();
 
@@ -389,7 +386,10 @@ async fn device(
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn qos1(max_buffered: u32) -> OutboxConfig {
@@ -409,18 +409,49 @@ fn a_offline_500_then_reboot_delivers_all_in_order() {
             let proxy = start_proxy(broker.addr, faults.clone()).await;
             let received = subscribe(broker.addr, "check-a", "e2e/a").await;
             let mut flash = Sim::boxed();
-            let boot1 = device(&mut flash, proxy, "dev-a", "e2e/a", qos1(1000), 0..500, Drain::No, QoS::AtLeastOnce).await;
-            assert_eq!(boot1.stored.len(), 500, "all 500 persisted while the broker is unreachable");
+            let boot1 = device(
+                &mut flash,
+                proxy,
+                "dev-a",
+                "e2e/a",
+                qos1(1000),
+                0..500,
+                Drain::No,
+                QoS::AtLeastOnce,
+            )
+            .await;
+            assert_eq!(
+                boot1.stored.len(),
+                500,
+                "all 500 persisted while the broker is unreachable"
+            );
             assert_eq!(received.snapshot().len(), 0);
             // Reboot: store and client dropped, flash kept; the broker is reachable again.
             faults.down.store(false, Ordering::Relaxed);
-            let boot2 = device(&mut flash, proxy, "dev-a", "e2e/a", qos1(1000), 0..0, Drain::UntilIdle, QoS::AtLeastOnce).await;
+            let boot2 = device(
+                &mut flash,
+                proxy,
+                "dev-a",
+                "e2e/a",
+                qos1(1000),
+                0..0,
+                Drain::UntilIdle,
+                QoS::AtLeastOnce,
+            )
+            .await;
             assert!(boot2.idle);
             wait_for(&received, 500, Duration::from_secs(30)).await;
             let got = received.snapshot();
             let (first, dups) = analyse(&got);
-            assert_eq!(first, (0..500).collect::<Vec<_>>(), "first occurrences in publish order");
-            assert!(dups.is_subset(&boot2.resent), "duplicates only of resent messages: {dups:?}");
+            assert_eq!(
+                first,
+                (0..500).collect::<Vec<_>>(),
+                "first occurrences in publish order"
+            );
+            assert!(
+                dups.is_subset(&boot2.resent),
+                "duplicates only of resent messages: {dups:?}"
+            );
             eprintln!(
                 "(a) 500 offline + reboot: {} received, {} duplicates, {:?}",
                 got.len(),
@@ -445,14 +476,31 @@ fn b_connection_resets_every_50_messages_lose_nothing() {
             let proxy = start_proxy(broker.addr, faults.clone()).await;
             let received = subscribe(broker.addr, "check-b", "e2e/b").await;
             let mut flash = Sim::boxed();
-            let boot = device(&mut flash, proxy, "dev-b", "e2e/b", qos1(5000), 0..2000, Drain::UntilIdle, QoS::AtLeastOnce).await;
+            let boot = device(
+                &mut flash,
+                proxy,
+                "dev-b",
+                "e2e/b",
+                qos1(5000),
+                0..2000,
+                Drain::UntilIdle,
+                QoS::AtLeastOnce,
+            )
+            .await;
             assert_eq!(boot.stored.len(), 2000);
             assert!(boot.idle);
             wait_for(&received, 2000, Duration::from_secs(30)).await;
             let got = received.snapshot();
             let (first, dups) = analyse(&got);
-            assert_eq!(first, (0..2000).collect::<Vec<_>>(), "none lost, first occurrences in order");
-            assert!(dups.is_subset(&boot.resent), "duplicates only of resent messages: {dups:?}");
+            assert_eq!(
+                first,
+                (0..2000).collect::<Vec<_>>(),
+                "none lost, first occurrences in order"
+            );
+            assert!(
+                dups.is_subset(&boot.resent),
+                "duplicates only of resent messages: {dups:?}"
+            );
             let resets = faults.resets.load(Ordering::Relaxed);
             assert!(resets >= 20, "the proxy reset the connection {resets} times");
             eprintln!(
@@ -474,7 +522,10 @@ fn c_overflow_policies_apply_exactly() {
     let broker = start_broker();
     runtime().block_on(async {
         tokio::time::timeout(Duration::from_secs(120), async {
-            for (policy, topic) in [(OverflowPolicy::RejectNewest, "e2e/c1"), (OverflowPolicy::DropOldest, "e2e/c2")] {
+            for (policy, topic) in [
+                (OverflowPolicy::RejectNewest, "e2e/c1"),
+                (OverflowPolicy::DropOldest, "e2e/c2"),
+            ] {
                 let faults = Arc::new(Faults::default());
                 faults.down.store(true, Ordering::Relaxed);
                 let proxy = start_proxy(broker.addr, faults.clone()).await;
@@ -483,7 +534,17 @@ fn c_overflow_policies_apply_exactly() {
                 let mut config = qos1(100);
                 config.overflow = policy;
                 let id = format!("dev-{}", topic.replace('/', "-"));
-                let offline = device(&mut flash, proxy, &id, topic, config, 0..150, Drain::No, QoS::AtLeastOnce).await;
+                let offline = device(
+                    &mut flash,
+                    proxy,
+                    &id,
+                    topic,
+                    config,
+                    0..150,
+                    Drain::No,
+                    QoS::AtLeastOnce,
+                )
+                .await;
                 let expect: Vec<u32> = match policy {
                     OverflowPolicy::RejectNewest => {
                         assert_eq!(offline.rejected, (100..150).collect::<Vec<_>>());
@@ -497,7 +558,17 @@ fn c_overflow_policies_apply_exactly() {
                     }
                 };
                 faults.down.store(false, Ordering::Relaxed);
-                let online = device(&mut flash, proxy, &id, topic, config, 0..0, Drain::UntilIdle, QoS::AtLeastOnce).await;
+                let online = device(
+                    &mut flash,
+                    proxy,
+                    &id,
+                    topic,
+                    config,
+                    0..0,
+                    Drain::UntilIdle,
+                    QoS::AtLeastOnce,
+                )
+                .await;
                 assert!(online.idle);
                 wait_for(&received, 100, Duration::from_secs(20)).await;
                 let (first, _) = analyse(&received.snapshot());
@@ -523,19 +594,51 @@ fn d_power_cut_mid_burst_loses_no_acknowledged_publish() {
             flash.set_ecc(true);
             // Cut during the burst: a put is one or two flash writes.
             flash.cut_power_at_op(Some(300));
-            let boot1 = device(&mut flash, proxy, "dev-d", "e2e/d", qos1(1000), 0..400, Drain::UntilIdle, QoS::AtLeastOnce).await;
+            let boot1 = device(
+                &mut flash,
+                proxy,
+                "dev-d",
+                "e2e/d",
+                qos1(1000),
+                0..400,
+                Drain::UntilIdle,
+                QoS::AtLeastOnce,
+            )
+            .await;
             assert!(!flash.is_powered(), "the power cut happened during the burst");
-            assert!(boot1.stored.len() < 400 && !boot1.stored.is_empty(), "{}", boot1.stored.len());
+            assert!(
+                boot1.stored.len() < 400 && !boot1.stored.is_empty(),
+                "{}",
+                boot1.stored.len()
+            );
             flash.restore_power();
-            let boot2 = device(&mut flash, proxy, "dev-d", "e2e/d", qos1(1000), 0..0, Drain::UntilIdle, QoS::AtLeastOnce).await;
+            let boot2 = device(
+                &mut flash,
+                proxy,
+                "dev-d",
+                "e2e/d",
+                qos1(1000),
+                0..0,
+                Drain::UntilIdle,
+                QoS::AtLeastOnce,
+            )
+            .await;
             assert!(boot2.idle);
             wait_for(&received, boot1.stored.len(), Duration::from_secs(20)).await;
             let got = received.snapshot();
             let (first, _) = analyse(&got);
             let delivered: HashSet<u32> = first.iter().copied().collect();
-            let missing: Vec<u32> = boot1.stored.iter().copied().filter(|n| !delivered.contains(n)).collect();
+            let missing: Vec<u32> = boot1
+                .stored
+                .iter()
+                .copied()
+                .filter(|n| !delivered.contains(n))
+                .collect();
             assert!(missing.is_empty(), "acknowledged publishes lost: {missing:?}");
-            assert!(first.windows(2).all(|w| w[0] < w[1]), "first occurrences in publish order");
+            assert!(
+                first.windows(2).all(|w| w[0] < w[1]),
+                "first occurrences in publish order"
+            );
             eprintln!(
                 "(d) power cut after {} durable publishes: all delivered ({} received), {:?}",
                 boot1.stored.len(),

@@ -111,8 +111,7 @@ pub async fn start_proxy(upstream: SocketAddr, faults: Arc<Faults>) -> SocketAdd
             }
             let faults = faults.clone();
             tokio::spawn(async move {
-                let Ok(Ok(server)) =
-                    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(upstream)).await
+                let Ok(Ok(server)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(upstream)).await
                 else {
                     return;
                 };

@@ -160,15 +160,14 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
             // Fill free slots in publish order.
             while !lost && active < W {
                 let mut outbox = self.outbox.lock().await;
-                let next = outbox.next_transmit(now(), &mut buf, |d| events(Event::Dropped(d))).await?;
+                let next = outbox
+                    .next_transmit(now(), &mut buf, |d| events(Event::Dropped(d)))
+                    .await?;
                 let (record, meta) = match next {
                     None => break,
                     Some(Transmit::Publish(p)) => (Record::Publish(p), (p.packet_id, p.qos, true)),
                     Some(Transmit::PubRel { packet_id }) => (
-                        Record::PubRel {
-                            packet_id,
-                            sequence: 0,
-                        },
+                        Record::PubRel { packet_id, sequence: 0 },
                         (packet_id, QoS::ExactlyOnce, false),
                     ),
                 };
@@ -364,7 +363,8 @@ mod tests {
             self.queued.borrow_mut().push((n, publish.dup));
             turn.queued();
             self.in_flight.set(self.in_flight.get() + 1);
-            self.max_in_flight.set(self.max_in_flight.get().max(self.in_flight.get()));
+            self.max_in_flight
+                .set(self.max_in_flight.get().max(self.in_flight.get()));
             for _ in 0..self.delay + (call % 3) {
                 yield_now().await;
             }
@@ -404,7 +404,10 @@ mod tests {
         let events = run::<8>(&client, 100);
         assert_eq!(client.max_in_flight.get(), 8);
         let queued = client.queued.borrow();
-        assert_eq!(queued.iter().map(|q| q.0).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
+        assert_eq!(
+            queued.iter().map(|q| q.0).collect::<Vec<_>>(),
+            (0..100).collect::<Vec<_>>()
+        );
         assert!(queued.iter().all(|q| !q.1), "nothing is a retransmission");
         let delivered = events.iter().filter(|e| matches!(e, Event::Delivered { .. })).count();
         assert_eq!(delivered, 100);

@@ -29,8 +29,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use embassy_sync::blocking_mutex::raw::RawMutex;
 use core::net::SocketAddr;
+use embassy_sync::blocking_mutex::raw::RawMutex;
 
 use embedded_io_async::{ErrorType, Read, Write};
 use embedded_nal_async::TcpConnect;

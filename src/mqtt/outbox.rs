@@ -422,7 +422,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                 self.store.remove(key).await?;
                 self.buffered -= 1;
                 // A dropped message that was in flight: its ack will be ignored.
-                self.slots.retain(|s| s.sequence != key.id() || !matches!(s.stage, Stage::AwaitAck { .. }));
+                self.slots
+                    .retain(|s| s.sequence != key.id() || !matches!(s.stage, Stage::AwaitAck { .. }));
                 if let Some(i) = self.assigned.iter().position(|&(seq, _)| seq == key.id()) {
                     let (_, pid) = self.assigned.swap_remove(i);
                     self.store.remove(Key::sent(pid)).await?;
@@ -544,7 +545,9 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                     .map_err(OutboxError::Encode)?
                     .len();
                     self.store.put(Key::sent(pid), &[&rec[..n]]).await?;
-                    self.assigned.push((sequence, pid)).map_err(|_| OutboxError::WindowTooSmall)?;
+                    self.assigned
+                        .push((sequence, pid))
+                        .map_err(|_| OutboxError::WindowTooSmall)?;
                     pid
                 }
             },
@@ -599,19 +602,13 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     /// caller then sends PUBREL (also returned by the next [`Self::next_transmit`] after a
     /// connection loss). Returns the sequence number, or `None` for an unknown id.
     pub async fn on_pubrec(&mut self, packet_id: u16) -> Result<Option<u32>, OutboxError<P::FlashError>> {
-        let Some(i) = self.slots.iter().position(|s| {
-            s.packet_id == packet_id
-                && s.stage
-                    == Stage::AwaitAck {
-                        qos: QoS::ExactlyOnce,
-                    }
-        }) else {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.packet_id == packet_id && s.stage == Stage::AwaitAck { qos: QoS::ExactlyOnce })
+        else {
             // A PUBREC repeated for a flow already in PUBREL state is answered with PUBREL.
-            return Ok(self
-                .slots
-                .iter()
-                .find(|s| s.packet_id == packet_id)
-                .map(|s| s.sequence));
+            return Ok(self.slots.iter().find(|s| s.packet_id == packet_id).map(|s| s.sequence));
         };
         let sequence = self.slots[i].sequence;
         let mut rec = [0u8; 16];
@@ -721,7 +718,9 @@ mod tests {
     type Box8<'f> = Outbox<TestStore<'f>, 8, 256>;
 
     fn mount(flash: &mut Sim) -> TestStore<'_> {
-        let mut store = block_on(Store::mount(flash, Config::new(512))).map_err(|e| e.1).unwrap();
+        let mut store = block_on(Store::mount(flash, Config::new(512)))
+            .map_err(|e| e.1)
+            .unwrap();
         block_on(store.open("dev", "tcp://b")).unwrap();
         store
     }
@@ -820,7 +819,10 @@ mod tests {
         block_on(ob.on_puback(sent[3].1)).unwrap();
         ob.on_connection_lost();
         let resent: StdVec<_> = (0..4).map(|_| next(&mut ob, 0).unwrap()).collect();
-        assert_eq!(resent.iter().map(|t| (t.0, t.2)).collect::<StdVec<_>>(), [(0, true), (2, true), (4, false), (5, false)]);
+        assert_eq!(
+            resent.iter().map(|t| (t.0, t.2)).collect::<StdVec<_>>(),
+            [(0, true), (2, true), (4, false), (5, false)]
+        );
     }
 
     #[test]
@@ -884,9 +886,7 @@ mod tests {
         let mut buf = [0u8; 256];
         let mut expired = StdVec::new();
         let mut sent = StdVec::new();
-        while let Some(Transmit::Publish(p)) =
-            block_on(ob.next_transmit(12, &mut buf, |d| expired.push(d))).unwrap()
-        {
+        while let Some(Transmit::Publish(p)) = block_on(ob.next_transmit(12, &mut buf, |d| expired.push(d))).unwrap() {
             sent.push(p.sequence);
         }
         assert_eq!(sent, [1, 3]);
@@ -901,7 +901,10 @@ mod tests {
     fn qos0_is_not_persisted_unless_asked_and_then_sent_once() {
         let mut flash = Sim::boxed();
         let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-        assert_eq!(block_on(ob.publish(&msg(b"0", QoS::AtMostOnce), 0)), Ok(Receipt::NotPersisted));
+        assert_eq!(
+            block_on(ob.publish(&msg(b"0", QoS::AtMostOnce), 0)),
+            Ok(Receipt::NotPersisted)
+        );
         assert!(ob.is_idle());
         let mut config = OutboxConfig::new(10);
         config.persist_qos0 = true;
@@ -909,7 +912,10 @@ mod tests {
         let mut ob: Box8 = outbox(&mut flash, config);
         publish_n(&mut ob, 0..3, QoS::AtMostOnce);
         let sent: StdVec<_> = core::iter::from_fn(|| next(&mut ob, 0)).collect();
-        assert_eq!(sent.iter().map(|t| (t.0, t.1)).collect::<StdVec<_>>(), [(0, 0), (1, 0), (2, 0)]);
+        assert_eq!(
+            sent.iter().map(|t| (t.0, t.1)).collect::<StdVec<_>>(),
+            [(0, 0), (1, 0), (2, 0)]
+        );
         assert!(ob.is_idle());
         assert_eq!(ob.capacity().in_flight, 0);
     }

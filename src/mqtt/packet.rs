@@ -261,13 +261,22 @@ mod tests {
         let mut buf = [0u8; 128];
         let n = Record::Inbound { packet_id: 9 }.encode(&mut buf).unwrap().len();
         buf[0] = 2;
-        assert_eq!(Record::decode(&buf[..n]), Err(DecodeError::UnsupportedVersion { found: 2 }));
+        assert_eq!(
+            Record::decode(&buf[..n]),
+            Err(DecodeError::UnsupportedVersion { found: 2 })
+        );
         buf[0] = FORMAT_VERSION;
-        assert_eq!(Record::decode(&buf[..n + 2]), Err(DecodeError::TrailingBytes { extra: 2 }));
+        assert_eq!(
+            Record::decode(&buf[..n + 2]),
+            Err(DecodeError::TrailingBytes { extra: 2 })
+        );
         // Variant 7 does not exist.
         assert_eq!(Record::decode(&[FORMAT_VERSION, 7]), Err(DecodeError::Malformed));
         // A publish whose topic is not UTF-8.
-        assert_eq!(Record::decode(&[FORMAT_VERSION, 0, 2, 0xff, 0xfe]), Err(DecodeError::Malformed));
+        assert_eq!(
+            Record::decode(&[FORMAT_VERSION, 0, 2, 0xff, 0xfe]),
+            Err(DecodeError::Malformed)
+        );
     }
 
     #[test]
