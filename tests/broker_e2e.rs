@@ -275,6 +275,7 @@ fn now_ms() -> u64 {
 /// One boot of the device: mount the flash, restore the outbox, run mqttrust through the
 /// proxy, publish `readings` on `topic`, and drain as asked. Everything is dropped at the end,
 /// as in a reboot; the flash stays.
+#[allow(clippy::too_many_arguments)]
 async fn device(
     flash: &mut Sim,
     proxy: SocketAddr,

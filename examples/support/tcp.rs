@@ -70,7 +70,7 @@ impl embedded_nal_async::TcpConnect for TokioNetwork {
     type Error = IoError;
     type Connection<'a> = TcpSocket;
 
-    async fn connect<'a>(&'a self, remote: SocketAddr) -> Result<TcpSocket, IoError> {
+    async fn connect(&self, remote: SocketAddr) -> Result<TcpSocket, IoError> {
         let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(remote))
             .await
             .map_err(|_| IoError(ErrorKind::TimedOut))?

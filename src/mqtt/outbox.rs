@@ -767,10 +767,7 @@ mod tests {
         assert_eq!(ob.capacity().buffered, 100);
         assert_eq!(ob.next_sequence(), 100);
         let mut seen = StdVec::new();
-        loop {
-            let Some((seq, pid, dup, n)) = next(&mut ob, 0) else {
-                break;
-            };
+        while let Some((seq, pid, dup, n)) = next(&mut ob, 0) {
             assert_eq!(seq, n);
             // Only the first W may have been in flight before the reboot.
             assert_eq!(dup, seq < 8, "seq {seq}");
