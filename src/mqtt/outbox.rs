@@ -580,6 +580,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
 
     /// A PUBACK for `packet_id`: the QoS 1 message is done (its removal is deferred: a power
     /// cut may resend it). Returns its sequence number, or `None` for an unknown id (ignored).
+    ///
+    /// Cancellation and power loss: the message stays queued (or comes back) and is resent.
     pub async fn on_puback(&mut self, packet_id: u16) -> Result<Option<u32>, OutboxError<P::FlashError>> {
         let Some(i) = self
             .slots
@@ -601,6 +603,10 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     /// A PUBREC for `packet_id`: stores the PUBREL state durably and removes the message; the
     /// caller then sends PUBREL (also returned by the next [`Self::next_transmit`] after a
     /// connection loss). Returns the sequence number, or `None` for an unknown id.
+    ///
+    /// Power loss or cancellation before the PUBREL state is stored: the publish is resent
+    /// with the same packet id and DUP; after it: [`Self::restore`] finishes removing the
+    /// publish and the flow continues with PUBREL.
     pub async fn on_pubrec(&mut self, packet_id: u16) -> Result<Option<u32>, OutboxError<P::FlashError>> {
         let Some(i) = self
             .slots
@@ -629,6 +635,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     }
 
     /// A PUBCOMP for `packet_id`: the QoS 2 flow is complete and its state removed durably.
+    /// Power loss or cancellation before that: PUBREL is sent again after the restore, which
+    /// the broker answers with PUBCOMP.
     pub async fn on_pubcomp(&mut self, packet_id: u16) -> Result<Option<u32>, OutboxError<P::FlashError>> {
         let Some(i) = self
             .slots
@@ -658,6 +666,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     }
 
     /// An inbound QoS 2 publish with `packet_id` arrived: deliver it only if it is new.
+    /// Reads only; cancellation and power loss change nothing.
     pub async fn inbound_publish(&mut self, packet_id: u16) -> Result<Inbound, OutboxError<P::FlashError>> {
         Ok(if self.store.contains(Key::received(packet_id)).await? {
             Inbound::Duplicate
@@ -680,6 +689,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     }
 
     /// PUBREL for an inbound QoS 2 message: forget its id (send PUBCOMP after this returns).
+    /// Power loss or cancellation before it is durable: the id is kept until the broker's next
+    /// PUBREL, which is harmless.
     pub async fn inbound_pubrel(&mut self, packet_id: u16) -> Result<(), OutboxError<P::FlashError>> {
         match self.store.remove(Key::received(packet_id)).await {
             Ok(()) | Err(Error::NotFound) => Ok(()),
