@@ -414,6 +414,41 @@ mod tests {
     }
 
     #[test]
+    fn qos2_and_expired_messages_through_the_drain() {
+        let mut flash = Sim::boxed();
+        let mut store: Store<&mut Sim, 16> = block_on(Store::mount(&mut *flash, Config::new(256)))
+            .map_err(|e| e.1)
+            .unwrap();
+        block_on(store.open("d", "u")).unwrap();
+        let mut config = OutboxConfig::new(100);
+        config.ttl = Some(10);
+        let shared: SharedOutbox<NoopRawMutex, _, 4, 128> = block_on(SharedOutbox::restore(store, config)).unwrap();
+        for (i, t) in [(0u32, 0u64), (1, 50), (2, 0), (3, 50)] {
+            let text = std::format!("{i}");
+            let mut p = Publish::new("t", text.as_bytes());
+            p.qos = QoS::ExactlyOnce;
+            block_on(shared.publish(&p, t)).unwrap();
+        }
+        let client = Mock::new(1, Vec::new());
+        let mut events = Vec::new();
+        block_on(shared.drain(&client, || 20, |e| events.push(e), true)).unwrap();
+        assert_eq!(client.queued.borrow().iter().map(|q| q.0).collect::<Vec<_>>(), [1, 3]);
+        assert!(events.contains(&Event::Dropped(Dropped::Expired { sequence: 0 })));
+        assert!(events.contains(&Event::Dropped(Dropped::Expired { sequence: 2 })));
+        let mut outbox = shared.into_inner();
+        assert!(outbox.is_idle());
+        // Nothing is left on flash: no publish, no packet id assignment, no PUBREL state.
+        let mut store = block_on(outbox.flush())
+            .map(|()| outbox.into_store_unflushed())
+            .unwrap();
+        let mut keys = [crate::Key::sent(0); 8];
+        assert_eq!(
+            block_on(store.keys(&mut crate::KeyCursor::default(), &mut keys)).unwrap(),
+            0
+        );
+    }
+
+    #[test]
     fn window_one_is_strictly_sequential() {
         let client = Mock::new(1, Vec::new());
         run::<1>(&client, 20);
