@@ -67,7 +67,9 @@ impl Link {
     }
 
     fn change(&self, up: bool) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        // Only the network side writes, so load + store is enough, and it works on cores
+        // without atomic read-modify-write (Cortex-M0).
+        self.epoch.store(self.epoch.load(Ordering::Acquire).wrapping_add(1), Ordering::Release);
         self.up.store(up, Ordering::Release);
     }
 }
