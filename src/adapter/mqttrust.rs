@@ -69,7 +69,8 @@ impl Link {
     fn change(&self, up: bool) {
         // Only the network side writes, so load + store is enough, and it works on cores
         // without atomic read-modify-write (Cortex-M0).
-        self.epoch.store(self.epoch.load(Ordering::Acquire).wrapping_add(1), Ordering::Release);
+        self.epoch
+            .store(self.epoch.load(Ordering::Acquire).wrapping_add(1), Ordering::Release);
         self.up.store(up, Ordering::Release);
     }
 }
