@@ -7,11 +7,15 @@ pub mod error;
 pub mod flash;
 pub mod key;
 mod log;
+pub mod mqtt;
 pub mod persistence;
 pub mod store;
 
 #[cfg(feature = "std")]
 pub mod file_flash;
+
+#[cfg(feature = "adapter")]
+pub mod adapter;
 
 pub use error::Error;
 pub use key::{Key, Kind, ParseKeyError};

@@ -260,7 +260,6 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                     continue;
                 }
                 Op::Remount => {
-                    drop(s);
                     s = mount(&mut *flash, geo.max)?;
                     let rep = s.mount_report();
                     prop_assert_eq!((rep.damaged_pages, rep.damaged_records, rep.torn_tail), (0, 0, false));
@@ -428,7 +427,6 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                 // values (and their old place in the insertion order); the others stay removed.
                 let store_pending = s.pending_removals();
                 let expect_back = store_pending - m.valueless_pending();
-                drop(s);
                 s = mount(&mut *flash, geo.max)?;
                 let rep = s.mount_report();
                 prop_assert_eq!((rep.damaged_pages, rep.damaged_records, rep.torn_tail), (0, 0, false));
@@ -487,12 +485,10 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
             check_all(&mut s, &m, i, &universe, &format!("final round {round} ns {i}"))?;
             prop_assert_eq!(block_on(s.close()), Ok(()));
         }
-        drop(s);
         s = mount(&mut *flash, geo.max)?;
         let rep = s.mount_report();
         prop_assert_eq!((rep.damaged_pages, rep.damaged_records, rep.torn_tail), (0, 0, false));
     }
-    drop(s);
     prop_assert_eq!(flash.stats().rewrites, 0, "a word was programmed twice without erase");
     Ok(())
 }

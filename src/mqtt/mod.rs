@@ -1,0 +1,9 @@
+//! MQTT on top of the store: the persisted packet records and the outbox.
+//!
+//! Both are `no_std` and allocation-free; client adapters live in [`crate::adapter`].
+
+pub mod outbox;
+pub mod packet;
+
+pub use outbox::{Capacity, Dropped, Inbound, Outbox, OutboxConfig, OutboxError, OverflowPolicy, Receipt, Transmit};
+pub use packet::{DecodeError, EncodeError, Publish, QoS, Record};

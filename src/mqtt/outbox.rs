@@ -1,0 +1,1018 @@
+//! A client-agnostic MQTT outbox over any [`Persistence`]: offline buffering, QoS 1 and 2
+//! outgoing flows, inbound QoS 2 de-duplication and replay after a reboot, in publish order.
+//!
+//! The outbox does no I/O of its own besides the store: a client adapter asks it what to send
+//! next ([`Outbox::next_transmit`]) and tells it what came back ([`Outbox::on_puback`],
+//! [`Outbox::on_pubrec`], [`Outbox::on_pubcomp`], [`Outbox::on_connection_lost`]). Time is
+//! whatever `u64` the caller passes in (no clock in `no_std`).
+//!
+//! # What is on flash
+//!
+//! | key | record | written | removed |
+//! |---|---|---|---|
+//! | `c-<seq>` | [`Record::Publish`] | [`Outbox::publish`], before it returns | PUBACK (deferred), PUBREC, QoS 0 sent, expiry, overflow |
+//! | `s-<pid>` | [`Record::Assigned`] | QoS 2, before the first transmission | PUBREC |
+//! | `sc-<pid>` | [`Record::PubRel`] | PUBREC, before PUBREL is sent | PUBCOMP |
+//! | `r-<pid>` | [`Record::Inbound`] | inbound QoS 2 delivered, before PUBREC is sent | PUBREL |
+//!
+//! Sequence numbers only grow, so the store's insertion order of `c-` keys is publish order;
+//! after a reboot the next sequence is one above the highest found on flash.
+//!
+//! # Order and the window
+//!
+//! Messages are handed out oldest first, at most `W` unacknowledged at a time (PUBREL flows
+//! count too). Acknowledgements may arrive in any order. Because sending is in order and
+//! bounded by `W`, the messages that may have been sent but are unacknowledged are always the
+//! oldest `W` still queued: after a connection loss or a reboot the queue is replayed from its
+//! start and exactly those carry DUP.
+//!
+//! # Power loss
+//!
+//! A publish that returned `Ok` is on flash. A PUBACK's removal is deferred (batched): a power
+//! cut may bring the message back, and it is sent again (at least once). PUBREC and PUBCOMP
+//! steps are durable before the next packet is sent, so a QoS 2 flow continues after a reboot
+//! where it stopped. Every async method, if cancelled, leaves the flash as after a power cut at
+//! that point and the RAM state unchanged or conservatively reset (call
+//! [`Outbox::on_connection_lost`] after a cancelled transmission).
+
+use core::fmt::{self, Debug};
+
+use heapless::Vec;
+
+use crate::error::Error;
+use crate::key::{Key, Kind};
+use crate::mqtt::packet::{DecodeError, EncodeError, Publish, QoS, Record};
+use crate::persistence::Persistence;
+use crate::store::KeyCursor;
+
+/// What to do when `max_buffered` messages are queued and another is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OverflowPolicy {
+    /// Refuse the new message with [`OutboxError::Full`]; nothing changes.
+    RejectNewest,
+    /// Drop the oldest queued message to make room and report its sequence number.
+    DropOldest,
+}
+
+/// Outbox settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// The most messages kept unacknowledged (buffered plus in flight).
+    pub max_buffered: u32,
+    /// What happens beyond `max_buffered`.
+    pub overflow: OverflowPolicy,
+    /// Persist QoS 0 messages too (they are then sent once, later, when connected).
+    pub persist_qos0: bool,
+    /// Time to live, in the caller's time unit: a message not sent by `published + ttl` is
+    /// dropped at replay and reported. `None`: messages never expire.
+    pub ttl: Option<u64>,
+}
+
+impl OutboxConfig {
+    /// `max_buffered` messages, rejecting the newest on overflow, QoS 0 not persisted, no TTL.
+    pub const fn new(max_buffered: u32) -> Self {
+        assert!(max_buffered > 0, "max_buffered must be at least 1");
+        OutboxConfig {
+            max_buffered,
+            overflow: OverflowPolicy::RejectNewest,
+            persist_qos0: false,
+            ttl: None,
+        }
+    }
+}
+
+/// Outbox failures.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxError<E> {
+    /// The store failed.
+    Store(Error<E>),
+    /// `max_buffered` messages are queued and the policy is [`OverflowPolicy::RejectNewest`].
+    /// The message was not stored.
+    Full {
+        /// Messages queued now.
+        buffered: u32,
+    },
+    /// The message does not fit the outbox's `BUF`-byte record buffer.
+    Encode(EncodeError),
+    /// A record on flash is not a valid outbox record.
+    Decode {
+        /// The key of the record.
+        key: Key,
+        /// Why it is not valid.
+        error: DecodeError,
+    },
+    /// More unfinished QoS 2 flows were found on flash than the window `W` holds.
+    WindowTooSmall,
+    /// All 65535 packet ids are in use (cannot happen with `W` < 65535).
+    NoPacketId,
+}
+
+impl<E> From<Error<E>> for OutboxError<E> {
+    fn from(e: Error<E>) -> Self {
+        OutboxError::Store(e)
+    }
+}
+
+impl<E: Debug> fmt::Display for OutboxError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutboxError::Store(e) => write!(f, "store: {e}"),
+            OutboxError::Full { buffered } => write!(f, "outbox full: {buffered} messages buffered"),
+            OutboxError::Encode(e) => write!(f, "message too large for the outbox buffer: {e}"),
+            OutboxError::Decode { key, error } => write!(f, "record {key} is invalid: {error}"),
+            OutboxError::WindowTooSmall => f.write_str("more QoS 2 flows pending than the window holds"),
+            OutboxError::NoPacketId => f.write_str("no free packet id"),
+        }
+    }
+}
+
+impl<E: Debug> core::error::Error for OutboxError<E> {}
+
+/// What [`Outbox::publish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Receipt {
+    /// Stored durably under this sequence number.
+    Stored {
+        /// The message's sequence number.
+        sequence: u32,
+        /// The oldest message dropped to make room ([`OverflowPolicy::DropOldest`]).
+        dropped: Option<u32>,
+    },
+    /// A QoS 0 message with `persist_qos0` off: not stored; send it now or never.
+    NotPersisted,
+}
+
+/// Why a message left the outbox without being acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Dropped {
+    /// Its time to live passed before it could be sent.
+    Expired {
+        /// Sequence number.
+        sequence: u32,
+    },
+    /// Removed by the overflow policy.
+    Overflow {
+        /// Sequence number.
+        sequence: u32,
+    },
+}
+
+/// The next packet to hand to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit<'a> {
+    /// A publish, with its packet id (0 for QoS 0) and DUP flag set.
+    Publish(Publish<'a>),
+    /// A PUBREL for an outgoing QoS 2 flow.
+    PubRel {
+        /// The packet id.
+        packet_id: u16,
+    },
+}
+
+/// What the caller should do with an inbound QoS 2 publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Inbound {
+    /// New: deliver it to the application, then call [`Outbox::inbound_delivered`].
+    Deliver,
+    /// Already delivered (a redelivery before PUBREL): do not deliver; answer PUBREC.
+    Duplicate,
+}
+
+/// Capacity figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Capacity {
+    /// Messages stored and not yet acknowledged (including those in flight).
+    pub buffered: u32,
+    /// The configured limit.
+    pub max_buffered: u32,
+    /// Packets awaiting an acknowledgement now (at most `W`).
+    pub in_flight: usize,
+    /// Outgoing QoS 2 flows between PUBREC and PUBCOMP.
+    pub pubrel_pending: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Publish sent, PUBACK (QoS 1) or PUBREC (QoS 2) awaited.
+    AwaitAck { qos: QoS },
+    /// PUBREL state stored; `sent`: PUBREL sent on this connection, PUBCOMP awaited.
+    AwaitComp { sent: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    sequence: u32,
+    packet_id: u16,
+    stage: Stage,
+}
+
+/// How many keys one `keys()` call fetches ahead.
+const LOOKAHEAD: usize = 16;
+
+/// The outbox: `W` is the replay window (packets in flight), `BUF` the largest encoded record.
+/// RAM: `W` slots, a 16-key look-ahead and a few counters; the messages stay on flash.
+pub struct Outbox<P: Persistence, const W: usize, const BUF: usize> {
+    store: P,
+    config: OutboxConfig,
+    next_sequence: u32,
+    next_packet_id: u16,
+    buffered: u32,
+    /// In-flight publishes and pending PUBREL flows.
+    slots: Vec<Slot, W>,
+    /// QoS 2 packet ids assigned on flash (`s-` records) for messages not yet PUBREC'd.
+    assigned: Vec<(u32, u16), W>,
+    cursor: KeyCursor,
+    lookahead: Vec<Key, LOOKAHEAD>,
+    lookahead_pos: usize,
+    /// Messages with a sequence at or below this may have been sent: they carry DUP.
+    sent_through: Option<u32>,
+    scratch: [u8; BUF],
+}
+
+impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
+    /// Restores the outbox from `store` (already opened for the client's identity): counts the
+    /// queued messages, continues the sequence after the highest on flash, picks up unfinished
+    /// QoS 2 flows and completes steps a power cut interrupted.
+    pub async fn restore(mut store: P, config: OutboxConfig) -> Result<Self, OutboxError<P::FlashError>> {
+        const { assert!(W > 0 && W < 65535, "window W must be 1..65535") };
+        let mut buffered = 0u32;
+        let mut max_seq: Option<u32> = None;
+        let mut max_pid = 0u16;
+        let mut queued_seen = 0usize;
+        let mut sent_through = None;
+        let mut slots: Vec<Slot, W> = Vec::new();
+        let mut assigned: Vec<(u32, u16), W> = Vec::new();
+        let mut scratch = [0u8; BUF];
+        let mut cursor = KeyCursor::default();
+        let mut keys = [Key::sent(0); LOOKAHEAD];
+        loop {
+            let n = store.keys(&mut cursor, &mut keys).await?;
+            if n == 0 {
+                break;
+            }
+            for &key in &keys[..n] {
+                match key.kind() {
+                    Kind::Command => {
+                        buffered += 1;
+                        max_seq = Some(max_seq.map_or(key.id(), |m: u32| m.max(key.id())));
+                        queued_seen += 1;
+                        if queued_seen <= W {
+                            sent_through = Some(key.id());
+                        }
+                    }
+                    Kind::Sent | Kind::PubRel => {
+                        let bytes = store.get(key, &mut scratch).await?;
+                        let record = Record::decode(bytes).map_err(|error| OutboxError::Decode { key, error })?;
+                        max_pid = max_pid.max(key.id() as u16);
+                        match record {
+                            Record::Assigned { packet_id, sequence } => {
+                                assigned
+                                    .push((sequence, packet_id))
+                                    .map_err(|_| OutboxError::WindowTooSmall)?;
+                            }
+                            Record::PubRel { packet_id, sequence } => {
+                                max_seq = Some(max_seq.map_or(sequence, |m: u32| m.max(sequence)));
+                                slots
+                                    .push(Slot {
+                                        sequence,
+                                        packet_id,
+                                        stage: Stage::AwaitComp { sent: false },
+                                    })
+                                    .map_err(|_| OutboxError::WindowTooSmall)?;
+                            }
+                            _ => {
+                                return Err(OutboxError::Decode {
+                                    key,
+                                    error: DecodeError::Malformed,
+                                });
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Finish PUBREC steps cut short: the PUBREL state is stored, so the publish and its
+        // packet id assignment must go.
+        for slot in &slots {
+            if store.contains(Key::command(slot.sequence)).await? {
+                store.remove(Key::command(slot.sequence)).await?;
+                buffered -= 1;
+            }
+            if store.contains(Key::sent(slot.packet_id)).await? {
+                store.remove(Key::sent(slot.packet_id)).await?;
+            }
+            assigned.retain(|&(seq, _)| seq != slot.sequence);
+        }
+        Ok(Outbox {
+            store,
+            config,
+            next_sequence: max_seq.map_or(0, |m| m.wrapping_add(1)),
+            next_packet_id: max_pid,
+            buffered,
+            slots,
+            assigned,
+            cursor: KeyCursor::default(),
+            lookahead: Vec::new(),
+            lookahead_pos: 0,
+            sent_through,
+            scratch,
+        })
+    }
+
+    /// The store, for example for [`crate::Store::usage`] (bytes free).
+    pub fn store(&self) -> &P {
+        &self.store
+    }
+
+    /// Flushes deferred removals and gives the store back.
+    pub async fn into_store(mut self) -> Result<P, OutboxError<P::FlashError>> {
+        self.store.flush().await?;
+        Ok(self.store)
+    }
+
+    /// Gives the store back without flushing (as a power cut would).
+    pub fn into_store_unflushed(self) -> P {
+        self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OutboxConfig {
+        &self.config
+    }
+
+    /// The sequence number the next publish gets.
+    pub fn next_sequence(&self) -> u32 {
+        self.next_sequence
+    }
+
+    /// Messages buffered, in flight, and the limit.
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            buffered: self.buffered,
+            max_buffered: self.config.max_buffered,
+            in_flight: self.slots.len(),
+            pubrel_pending: self
+                .slots
+                .iter()
+                .filter(|s| matches!(s.stage, Stage::AwaitComp { .. }))
+                .count(),
+        }
+    }
+
+    /// Whether nothing is left to send or to acknowledge.
+    pub fn is_idle(&self) -> bool {
+        self.buffered == 0 && self.slots.is_empty()
+    }
+
+    /// Stores `msg` under the next sequence number; returns when it is durable. `now` is the
+    /// caller's timestamp, used for the TTL. Topic, payload, QoS, retain and properties are
+    /// taken from `msg`; packet id, DUP, sequence and expiry are set by the outbox.
+    ///
+    /// Power loss: before it returns the message may or may not be stored; after `Ok` it is.
+    pub async fn publish(&mut self, msg: &Publish<'_>, now: u64) -> Result<Receipt, OutboxError<P::FlashError>> {
+        if msg.qos == QoS::AtMostOnce && !self.config.persist_qos0 {
+            return Ok(Receipt::NotPersisted);
+        }
+        let mut record = *msg;
+        record.sequence = self.next_sequence;
+        record.packet_id = 0;
+        record.dup = false;
+        record.expires_at = self.config.ttl.map(|ttl| now.saturating_add(ttl));
+        let len = Record::Publish(record)
+            .encode(&mut self.scratch)
+            .map_err(OutboxError::Encode)?
+            .len();
+        let mut dropped = None;
+        if self.buffered >= self.config.max_buffered {
+            match self.config.overflow {
+                OverflowPolicy::RejectNewest => {
+                    return Err(OutboxError::Full {
+                        buffered: self.buffered,
+                    });
+                }
+                OverflowPolicy::DropOldest => dropped = self.drop_oldest().await?,
+            }
+        }
+        let key = Key::command(record.sequence);
+        self.store.put(key, &[&self.scratch[..len]]).await?;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        self.buffered += 1;
+        Ok(Receipt::Stored {
+            sequence: record.sequence,
+            dropped,
+        })
+    }
+
+    async fn drop_oldest(&mut self) -> Result<Option<u32>, OutboxError<P::FlashError>> {
+        let mut cursor = KeyCursor::default();
+        let mut keys = [Key::sent(0); LOOKAHEAD];
+        loop {
+            let n = self.store.keys(&mut cursor, &mut keys).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if let Some(&key) = keys[..n].iter().find(|k| k.kind() == Kind::Command) {
+                self.store.remove(key).await?;
+                self.buffered -= 1;
+                // A dropped message that was in flight: its ack will be ignored.
+                self.slots
+                    .retain(|s| s.sequence != key.id() || !matches!(s.stage, Stage::AwaitAck { .. }));
+                if let Some(i) = self.assigned.iter().position(|&(seq, _)| seq == key.id()) {
+                    let (_, pid) = self.assigned.swap_remove(i);
+                    self.store.remove(Key::sent(pid)).await?;
+                }
+                return Ok(Some(key.id()));
+            }
+        }
+    }
+
+    fn allocate_packet_id(&mut self) -> Result<u16, OutboxError<P::FlashError>> {
+        for _ in 0..=u16::MAX as u32 {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+            let pid = self.next_packet_id;
+            let busy = self.slots.iter().any(|s| s.packet_id == pid) || self.assigned.iter().any(|&(_, p)| p == pid);
+            if !busy {
+                return Ok(pid);
+            }
+        }
+        Err(OutboxError::NoPacketId)
+    }
+
+    async fn next_command_key(&mut self) -> Result<Option<Key>, OutboxError<P::FlashError>> {
+        loop {
+            if let Some(&key) = self.lookahead.get(self.lookahead_pos) {
+                self.lookahead_pos += 1;
+                if key.kind() == Kind::Command {
+                    return Ok(Some(key));
+                }
+                continue;
+            }
+            let mut keys = [Key::sent(0); LOOKAHEAD];
+            let n = self.store.keys(&mut self.cursor, &mut keys).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.lookahead.clear();
+            self.lookahead.extend_from_slice(&keys[..n]).ok();
+            self.lookahead_pos = 0;
+        }
+    }
+
+    /// The next packet to send, or `None` when the window is full or nothing is queued.
+    /// Pending PUBRELs come first, then publishes oldest first. Expired messages are removed
+    /// on the way and passed to `dropped`. The returned publish borrows `buf` (at least `BUF`
+    /// bytes); once it returns, the outbox counts the packet as sent.
+    ///
+    /// Cancellation: the packet counts as not handed out, except that expired messages may
+    /// already be removed.
+    pub async fn next_transmit<'b>(
+        &mut self,
+        now: u64,
+        buf: &'b mut [u8],
+        mut dropped: impl FnMut(Dropped),
+    ) -> Result<Option<Transmit<'b>>, OutboxError<P::FlashError>> {
+        if let Some(slot) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.stage == Stage::AwaitComp { sent: false })
+        {
+            slot.stage = Stage::AwaitComp { sent: true };
+            return Ok(Some(Transmit::PubRel {
+                packet_id: slot.packet_id,
+            }));
+        }
+        if self.slots.is_full() {
+            return Ok(None);
+        }
+        // Find the next message still on flash and not expired. Bounded by the queue length
+        // plus the look-ahead of keys that were removed meanwhile.
+        let (key, len, qos, sequence) = loop {
+            let Some(key) = self.next_command_key().await? else {
+                return Ok(None);
+            };
+            let value = match self.store.get(key, buf).await {
+                Ok(v) => v,
+                Err(Error::NotFound) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let len = value.len();
+            let Record::Publish(p) = Record::decode(value).map_err(|error| OutboxError::Decode { key, error })? else {
+                return Err(OutboxError::Decode {
+                    key,
+                    error: DecodeError::Malformed,
+                });
+            };
+            if p.expires_at.is_some_and(|at| now >= at) {
+                let (sequence, qos) = (p.sequence, p.qos);
+                self.store.remove(key).await?;
+                self.buffered -= 1;
+                if qos == QoS::ExactlyOnce {
+                    self.forget_assigned(sequence).await?;
+                }
+                dropped(Dropped::Expired { sequence });
+                continue;
+            }
+            break (key, len, p.qos, p.sequence);
+        };
+        let dup = self.sent_through.is_some_and(|s| sequence <= s);
+        let packet_id = match qos {
+            QoS::AtMostOnce => {
+                // Sent at most once: gone from the queue as soon as it is handed out.
+                self.store.remove_deferred(key).await?;
+                self.buffered -= 1;
+                0
+            }
+            QoS::AtLeastOnce => self.allocate_packet_id()?,
+            QoS::ExactlyOnce => match self.assigned.iter().find(|&&(seq, _)| seq == sequence) {
+                Some(&(_, pid)) => pid,
+                None => {
+                    // Durable before the first transmission, so a resend after a reboot reuses
+                    // it and the broker recognises the duplicate.
+                    let pid = self.allocate_packet_id()?;
+                    let mut rec = [0u8; 16];
+                    let n = Record::Assigned {
+                        packet_id: pid,
+                        sequence,
+                    }
+                    .encode(&mut rec)
+                    .map_err(OutboxError::Encode)?
+                    .len();
+                    self.store.put(Key::sent(pid), &[&rec[..n]]).await?;
+                    self.assigned
+                        .push((sequence, pid))
+                        .map_err(|_| OutboxError::WindowTooSmall)?;
+                    pid
+                }
+            },
+        };
+        if qos != QoS::AtMostOnce {
+            self.slots
+                .push(Slot {
+                    sequence,
+                    packet_id,
+                    stage: Stage::AwaitAck { qos },
+                })
+                .map_err(|_| OutboxError::WindowTooSmall)?;
+        }
+        self.sent_through = Some(self.sent_through.map_or(sequence, |s| s.max(sequence)));
+        let Ok(Record::Publish(mut p)) = Record::decode(&buf[..len]) else {
+            return Err(OutboxError::Store(Error::LogicBug));
+        };
+        p.packet_id = packet_id;
+        p.dup = dup;
+        Ok(Some(Transmit::Publish(p)))
+    }
+
+    async fn forget_assigned(&mut self, sequence: u32) -> Result<(), OutboxError<P::FlashError>> {
+        if let Some(i) = self.assigned.iter().position(|&(seq, _)| seq == sequence) {
+            let (_, pid) = self.assigned.swap_remove(i);
+            self.store.remove(Key::sent(pid)).await?;
+        }
+        Ok(())
+    }
+
+    /// A PUBACK for `packet_id`: the QoS 1 message is done (its removal is deferred: a power
+    /// cut may resend it). Returns its sequence number, or `None` for an unknown id (ignored).
+    ///
+    /// Cancellation and power loss: the message stays queued (or comes back) and is resent.
+    pub async fn on_puback(&mut self, packet_id: u16) -> Result<Option<u32>, OutboxError<P::FlashError>> {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.packet_id == packet_id && matches!(s.stage, Stage::AwaitAck { .. }))
+        else {
+            return Ok(None);
+        };
+        let slot = self.slots[i];
+        match self.store.remove_deferred(Key::command(slot.sequence)).await {
+            Ok(()) | Err(Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.slots.swap_remove(i);
+        self.buffered = self.buffered.saturating_sub(1);
+        Ok(Some(slot.sequence))
+    }
+
+    /// A PUBREC for `packet_id`: stores the PUBREL state durably and removes the message; the
+    /// caller then sends PUBREL (also returned by the next [`Self::next_transmit`] after a
+    /// connection loss). Returns the sequence number, or `None` for an unknown id.
+    ///
+    /// Power loss or cancellation before the PUBREL state is stored: the publish is resent
+    /// with the same packet id and DUP; after it: [`Self::restore`] finishes removing the
+    /// publish and the flow continues with PUBREL.
+    pub async fn on_pubrec(&mut self, packet_id: u16) -> Result<Option<u32>, OutboxError<P::FlashError>> {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.packet_id == packet_id && s.stage == Stage::AwaitAck { qos: QoS::ExactlyOnce })
+        else {
+            // A PUBREC repeated for a flow already in PUBREL state is answered with PUBREL.
+            return Ok(self.slots.iter().find(|s| s.packet_id == packet_id).map(|s| s.sequence));
+        };
+        let sequence = self.slots[i].sequence;
+        let mut rec = [0u8; 16];
+        let n = Record::PubRel { packet_id, sequence }
+            .encode(&mut rec)
+            .map_err(OutboxError::Encode)?
+            .len();
+        // Order matters for power loss: PUBREL state first, then the publish goes.
+        self.store.put(Key::pubrel(packet_id), &[&rec[..n]]).await?;
+        match self.store.remove(Key::command(sequence)).await {
+            Ok(()) | Err(Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.buffered = self.buffered.saturating_sub(1);
+        self.forget_assigned(sequence).await?;
+        self.slots[i].stage = Stage::AwaitComp { sent: true };
+        Ok(Some(sequence))
+    }
+
+    /// A PUBCOMP for `packet_id`: the QoS 2 flow is complete and its state removed durably.
+    /// Power loss or cancellation before that: PUBREL is sent again after the restore, which
+    /// the broker answers with PUBCOMP.
+    pub async fn on_pubcomp(&mut self, packet_id: u16) -> Result<Option<u32>, OutboxError<P::FlashError>> {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.packet_id == packet_id && matches!(s.stage, Stage::AwaitComp { .. }))
+        else {
+            return Ok(None);
+        };
+        match self.store.remove(Key::pubrel(packet_id)).await {
+            Ok(()) | Err(Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let slot = self.slots.swap_remove(i);
+        Ok(Some(slot.sequence))
+    }
+
+    /// The connection ended: unacknowledged publishes are sent again (with DUP) from the
+    /// start of the queue, and PUBRELs again, on the next connection.
+    pub fn on_connection_lost(&mut self) {
+        self.slots.retain(|s| matches!(s.stage, Stage::AwaitComp { .. }));
+        for s in self.slots.iter_mut() {
+            s.stage = Stage::AwaitComp { sent: false };
+        }
+        self.cursor = KeyCursor::default();
+        self.lookahead.clear();
+        self.lookahead_pos = 0;
+    }
+
+    /// An inbound QoS 2 publish with `packet_id` arrived: deliver it only if it is new.
+    /// Reads only; cancellation and power loss change nothing.
+    pub async fn inbound_publish(&mut self, packet_id: u16) -> Result<Inbound, OutboxError<P::FlashError>> {
+        Ok(if self.store.contains(Key::received(packet_id)).await? {
+            Inbound::Duplicate
+        } else {
+            Inbound::Deliver
+        })
+    }
+
+    /// The application has the inbound QoS 2 message `packet_id`: remember it durably until
+    /// PUBREL (send PUBREC after this returns). A power cut between delivery and this call
+    /// can deliver the message again; after it, never.
+    pub async fn inbound_delivered(&mut self, packet_id: u16) -> Result<(), OutboxError<P::FlashError>> {
+        let mut rec = [0u8; 8];
+        let n = Record::Inbound { packet_id }
+            .encode(&mut rec)
+            .map_err(OutboxError::Encode)?
+            .len();
+        self.store.put(Key::received(packet_id), &[&rec[..n]]).await?;
+        Ok(())
+    }
+
+    /// PUBREL for an inbound QoS 2 message: forget its id (send PUBCOMP after this returns).
+    /// Power loss or cancellation before it is durable: the id is kept until the broker's next
+    /// PUBREL, which is harmless.
+    pub async fn inbound_pubrel(&mut self, packet_id: u16) -> Result<(), OutboxError<P::FlashError>> {
+        match self.store.remove(Key::received(packet_id)).await {
+            Ok(()) | Err(Error::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes deferred removals (PUBACKs) durable.
+    pub async fn flush(&mut self) -> Result<(), OutboxError<P::FlashError>> {
+        self.store.flush().await?;
+        Ok(())
+    }
+}
+
+impl<F: embedded_storage_async::nor_flash::NorFlash, const PAGES: usize, const W: usize, const BUF: usize>
+    Outbox<crate::Store<F, PAGES>, W, BUF>
+{
+    /// Bytes the store can still take (an estimate: framing and compaction reserve apply).
+    pub fn bytes_free(&self) -> u64 {
+        let u = self.store.usage();
+        u.capacity_bytes.saturating_sub(u.live_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec as StdVec;
+
+    use super::*;
+    use crate::flash::{SimFlash, block_on};
+    use crate::{Config, Store};
+
+    type Sim = SimFlash<4096, 16, 4, 4>;
+    type TestStore<'f> = Store<&'f mut Sim, 16>;
+    type Box8<'f> = Outbox<TestStore<'f>, 8, 256>;
+
+    fn mount(flash: &mut Sim) -> TestStore<'_> {
+        let mut store = block_on(Store::mount(flash, Config::new(512)))
+            .map_err(|e| e.1)
+            .unwrap();
+        block_on(store.open("dev", "tcp://b")).unwrap();
+        store
+    }
+
+    fn outbox<const W: usize>(flash: &mut Sim, config: OutboxConfig) -> Outbox<TestStore<'_>, W, 256> {
+        block_on(Outbox::restore(mount(flash), config)).unwrap()
+    }
+
+    fn msg(payload: &[u8], qos: QoS) -> Publish<'_> {
+        let mut p = Publish::new("t/x", payload);
+        p.qos = qos;
+        p
+    }
+
+    fn publish_n<const W: usize>(ob: &mut Outbox<TestStore<'_>, W, 256>, range: core::ops::Range<u32>, qos: QoS) {
+        for i in range {
+            let text = std::format!("{i}");
+            block_on(ob.publish(&msg(text.as_bytes(), qos), 0)).unwrap();
+        }
+    }
+
+    /// (sequence, packet id, dup, payload as number) of the next publish.
+    fn next<const W: usize>(ob: &mut Outbox<TestStore<'_>, W, 256>, now: u64) -> Option<(u32, u16, bool, u32)> {
+        let mut buf = [0u8; 256];
+        match block_on(ob.next_transmit(now, &mut buf, |_| {})).unwrap() {
+            Some(Transmit::Publish(p)) => {
+                let n = core::str::from_utf8(p.payload).unwrap().parse().unwrap();
+                Some((p.sequence, p.packet_id, p.dup, n))
+            }
+            Some(Transmit::PubRel { .. }) => panic!("unexpected PUBREL"),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn offline_messages_survive_a_reboot_in_order_and_the_sequence_continues() {
+        let mut flash = Sim::boxed();
+        {
+            let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(1000));
+            publish_n(&mut ob, 0..100, QoS::AtLeastOnce);
+            assert_eq!(ob.capacity().buffered, 100);
+        }
+        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(1000));
+        assert_eq!(ob.capacity().buffered, 100);
+        assert_eq!(ob.next_sequence(), 100);
+        let mut seen = StdVec::new();
+        while let Some((seq, pid, dup, n)) = next(&mut ob, 0) {
+            assert_eq!(seq, n);
+            // Only the first W may have been in flight before the reboot.
+            assert_eq!(dup, seq < 8, "seq {seq}");
+            seen.push(seq);
+            assert_eq!(block_on(ob.on_puback(pid)).unwrap(), Some(seq));
+        }
+        assert_eq!(seen, (0..100).collect::<StdVec<_>>());
+        assert!(ob.is_idle());
+        publish_n(&mut ob, 0..1, QoS::AtLeastOnce);
+        assert_eq!(next(&mut ob, 0).unwrap().0, 100);
+    }
+
+    #[test]
+    fn window_bounds_in_flight_and_out_of_order_acks_are_handled() {
+        let mut flash = Sim::boxed();
+        let mut ob: Outbox<_, 4, 256> = outbox(&mut flash, OutboxConfig::new(1000));
+        publish_n(&mut ob, 0..20, QoS::AtLeastOnce);
+        let mut inflight: StdVec<(u32, u16)> = (0..4).map(|_| next(&mut ob, 0).map(|t| (t.0, t.1)).unwrap()).collect();
+        assert_eq!(inflight.iter().map(|t| t.0).collect::<StdVec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(next(&mut ob, 0), None, "window of 4 is full");
+        let mut order = StdVec::new();
+        let mut acked = 0;
+        while acked < 20 {
+            // Acknowledge the newest first: reverse order.
+            let (seq, pid) = inflight.pop().unwrap();
+            assert_eq!(block_on(ob.on_puback(pid)).unwrap(), Some(seq));
+            assert_eq!(block_on(ob.on_puback(pid)).unwrap(), None, "second ack is ignored");
+            acked += 1;
+            while let Some((s, p, dup, _)) = next(&mut ob, 0) {
+                assert!(!dup);
+                order.push(s);
+                inflight.insert(0, (s, p));
+            }
+        }
+        assert_eq!(order, (4..20).collect::<StdVec<_>>());
+        assert!(ob.is_idle());
+    }
+
+    #[test]
+    fn connection_loss_resends_unacknowledged_with_dup() {
+        let mut flash = Sim::boxed();
+        let mut ob: Outbox<_, 4, 256> = outbox(&mut flash, OutboxConfig::new(1000));
+        publish_n(&mut ob, 0..10, QoS::AtLeastOnce);
+        let sent: StdVec<_> = (0..4).map(|_| next(&mut ob, 0).unwrap()).collect();
+        block_on(ob.on_puback(sent[1].1)).unwrap();
+        block_on(ob.on_puback(sent[3].1)).unwrap();
+        ob.on_connection_lost();
+        let resent: StdVec<_> = (0..4).map(|_| next(&mut ob, 0).unwrap()).collect();
+        assert_eq!(
+            resent.iter().map(|t| (t.0, t.2)).collect::<StdVec<_>>(),
+            [(0, true), (2, true), (4, false), (5, false)]
+        );
+    }
+
+    #[test]
+    fn overflow_reject_newest_keeps_the_oldest() {
+        let mut flash = Sim::boxed();
+        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(100));
+        let mut rejected = 0;
+        for i in 0..150u32 {
+            let text = std::format!("{i}");
+            match block_on(ob.publish(&msg(text.as_bytes(), QoS::AtLeastOnce), 0)) {
+                Ok(Receipt::Stored { dropped: None, .. }) => assert!(i < 100),
+                Err(OutboxError::Full { buffered: 100 }) => rejected += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(rejected, 50);
+        let mut n = 0;
+        while let Some((_, pid, _, payload)) = next(&mut ob, 0) {
+            assert_eq!(payload, n);
+            block_on(ob.on_puback(pid)).unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 100);
+    }
+
+    #[test]
+    fn overflow_drop_oldest_reports_what_it_dropped() {
+        let mut flash = Sim::boxed();
+        let mut config = OutboxConfig::new(100);
+        config.overflow = OverflowPolicy::DropOldest;
+        let mut ob: Box8 = outbox(&mut flash, config);
+        let mut dropped = StdVec::new();
+        for i in 0..150u32 {
+            let text = std::format!("{i}");
+            match block_on(ob.publish(&msg(text.as_bytes(), QoS::AtLeastOnce), 0)).unwrap() {
+                Receipt::Stored { dropped: Some(d), .. } => dropped.push(d),
+                Receipt::Stored { dropped: None, .. } => assert!(i < 100),
+                Receipt::NotPersisted => panic!(),
+            }
+        }
+        assert_eq!(dropped, (0..50).collect::<StdVec<_>>());
+        assert_eq!(ob.capacity().buffered, 100);
+        let mut got = StdVec::new();
+        while let Some((_, pid, _, payload)) = next(&mut ob, 0) {
+            got.push(payload);
+            block_on(ob.on_puback(pid)).unwrap();
+        }
+        assert_eq!(got, (50..150).collect::<StdVec<_>>());
+    }
+
+    #[test]
+    fn expired_messages_are_dropped_at_replay_and_reported() {
+        let mut flash = Sim::boxed();
+        let mut config = OutboxConfig::new(100);
+        config.ttl = Some(10);
+        let mut ob: Box8 = outbox(&mut flash, config);
+        for (i, t) in [(0u32, 0u64), (1, 5), (2, 0), (3, 8)] {
+            let text = std::format!("{i}");
+            block_on(ob.publish(&msg(text.as_bytes(), QoS::AtLeastOnce), t)).unwrap();
+        }
+        let mut buf = [0u8; 256];
+        let mut expired = StdVec::new();
+        let mut sent = StdVec::new();
+        while let Some(Transmit::Publish(p)) = block_on(ob.next_transmit(12, &mut buf, |d| expired.push(d))).unwrap() {
+            sent.push(p.sequence);
+        }
+        assert_eq!(sent, [1, 3]);
+        assert_eq!(
+            expired,
+            [Dropped::Expired { sequence: 0 }, Dropped::Expired { sequence: 2 }]
+        );
+        assert_eq!(ob.capacity().buffered, 2);
+    }
+
+    #[test]
+    fn qos0_is_not_persisted_unless_asked_and_then_sent_once() {
+        let mut flash = Sim::boxed();
+        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+        assert_eq!(
+            block_on(ob.publish(&msg(b"0", QoS::AtMostOnce), 0)),
+            Ok(Receipt::NotPersisted)
+        );
+        assert!(ob.is_idle());
+        let mut config = OutboxConfig::new(10);
+        config.persist_qos0 = true;
+        drop(ob);
+        let mut ob: Box8 = outbox(&mut flash, config);
+        publish_n(&mut ob, 0..3, QoS::AtMostOnce);
+        let sent: StdVec<_> = core::iter::from_fn(|| next(&mut ob, 0)).collect();
+        assert_eq!(
+            sent.iter().map(|t| (t.0, t.1)).collect::<StdVec<_>>(),
+            [(0, 0), (1, 0), (2, 0)]
+        );
+        assert!(ob.is_idle());
+        assert_eq!(ob.capacity().in_flight, 0);
+    }
+
+    #[test]
+    fn qos2_reboot_between_pubrec_and_pubcomp_resumes_with_pubrel() {
+        let mut flash = Sim::boxed();
+        let pid;
+        {
+            let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+            publish_n(&mut ob, 0..2, QoS::ExactlyOnce);
+            let first = next(&mut ob, 0).unwrap();
+            pid = first.1;
+            assert_eq!(block_on(ob.on_pubrec(pid)).unwrap(), Some(0));
+            assert_eq!(ob.capacity().pubrel_pending, 1);
+            // Power cut: nothing flushed.
+            let _ = ob.into_store_unflushed();
+        }
+        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+        assert_eq!(ob.capacity().buffered, 1, "the PUBREC'd message is gone from the queue");
+        let mut buf = [0u8; 256];
+        assert_eq!(
+            block_on(ob.next_transmit(0, &mut buf, |_| {})).unwrap(),
+            Some(Transmit::PubRel { packet_id: pid })
+        );
+        // The second message is sent once, not the first again.
+        let second = next(&mut ob, 0).unwrap();
+        assert_eq!(second.0, 1);
+        assert_eq!(next(&mut ob, 0), None);
+        assert_eq!(block_on(ob.on_pubcomp(pid)).unwrap(), Some(0));
+        block_on(ob.on_pubrec(second.1)).unwrap();
+        block_on(ob.on_pubcomp(second.1)).unwrap();
+        assert!(ob.is_idle());
+        drop(ob);
+        let ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+        assert!(ob.is_idle());
+    }
+
+    #[test]
+    fn qos2_reboot_before_pubrec_reuses_the_packet_id_with_dup() {
+        let mut flash = Sim::boxed();
+        let first;
+        {
+            let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+            publish_n(&mut ob, 0..1, QoS::ExactlyOnce);
+            first = next(&mut ob, 0).unwrap();
+            assert!(!first.2);
+        }
+        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+        let again = next(&mut ob, 0).unwrap();
+        assert_eq!((again.0, again.1, again.2), (first.0, first.1, true));
+    }
+
+    #[test]
+    fn inbound_qos2_is_delivered_once_across_a_reboot() {
+        let mut flash = Sim::boxed();
+        {
+            let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+            assert_eq!(block_on(ob.inbound_publish(7)).unwrap(), Inbound::Deliver);
+            block_on(ob.inbound_delivered(7)).unwrap();
+        }
+        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+        assert!(ob.is_idle(), "inbound state is not outgoing work");
+        assert_eq!(block_on(ob.inbound_publish(7)).unwrap(), Inbound::Duplicate);
+        block_on(ob.inbound_pubrel(7)).unwrap();
+        assert_eq!(block_on(ob.inbound_publish(7)).unwrap(), Inbound::Deliver);
+    }
+
+    #[test]
+    fn a_garbage_record_is_a_typed_error() {
+        let mut flash = Sim::boxed();
+        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
+        let mut store = ob.into_store_unflushed();
+        block_on(store.put(Key::command(0), &[b"\x01\x00\xff\xff\xff"])).unwrap();
+        ob = block_on(Outbox::restore(store, OutboxConfig::new(10))).unwrap();
+        let mut buf = [0u8; 256];
+        assert!(matches!(
+            block_on(ob.next_transmit(0, &mut buf, |_| {})),
+            Err(OutboxError::Decode { key, .. }) if key == Key::command(0)
+        ));
+    }
+
+    #[test]
+    fn capacity_reports_bytes_free() {
+        let mut flash = Sim::boxed();
+        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(100));
+        let before = ob.bytes_free();
+        publish_n(&mut ob, 0..10, QoS::AtLeastOnce);
+        assert!(ob.bytes_free() < before);
+        assert_eq!(ob.capacity().max_buffered, 100);
+    }
+}
