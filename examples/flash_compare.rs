@@ -963,6 +963,7 @@ fn offline<const P: usize, S: Subject<P>>(ecc: bool, size: usize) -> Vec<(Worklo
         block_on(s.oldest(size, stored)).map(|o| o.map_or(0, |_| 1))
     };
     match left {
+        _ if b.is_err() => out.push((Workload::Replay, b.map(|x| x.0))),
         Ok(0) => out.push((Workload::Replay, b.map(|x| x.0))),
         Ok(n) => out.push((
             Workload::Replay,
