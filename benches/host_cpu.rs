@@ -174,7 +174,9 @@ fn codec(c: &mut Criterion) {
     };
     g.bench_function("page header encode", |b| b.iter(|| black_box(black_box(h).encode())));
     let bytes = h.encode();
-    g.bench_function("page header decode", |b| b.iter(|| PageHeader::decode(black_box(&bytes))));
+    g.bench_function("page header decode", |b| {
+        b.iter(|| PageHeader::decode(black_box(&bytes)))
+    });
     g.finish();
 }
 

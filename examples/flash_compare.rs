@@ -72,7 +72,12 @@ impl Tally {
             rewrites: self.rewrites - before.rewrites,
             w25q_ns: self.w25q_ns - before.w25q_ns,
             nrf_ns: self.nrf_ns - before.nrf_ns,
-            page_erases: self.page_erases.iter().zip(&before.page_erases).map(|(a, b)| a - b).collect(),
+            page_erases: self
+                .page_erases
+                .iter()
+                .zip(&before.page_erases)
+                .map(|(a, b)| a - b)
+                .collect(),
         }
     }
 }
@@ -228,7 +233,10 @@ fn message(seq: u32, size: usize) -> Vec<u8> {
 }
 
 fn check(seq: u32, size: usize, got: &[u8]) {
-    assert!(got == message(seq, size).as_slice(), "message {seq} ({size} B) read back wrong");
+    assert!(
+        got == message(seq, size).as_slice(),
+        "message {seq} ({size} B) read back wrong"
+    );
 }
 
 fn seq_of(msg: &[u8]) -> u32 {
@@ -296,7 +304,11 @@ impl<const P: usize, const DURABLE: bool> Subject<P> for Ours<P, DURABLE> {
         Ok(Ours { store, meter, size })
     }
     async fn put(&mut self, seq: u32, msg: &[u8]) -> R<bool> {
-        match self.s().put(Key::command(seq), &[&msg[..TOPIC_LEN], &msg[TOPIC_LEN..]]).await {
+        match self
+            .s()
+            .put(Key::command(seq), &[&msg[..TOPIC_LEN], &msg[TOPIC_LEN..]])
+            .await
+        {
             Ok(()) => Ok(true),
             Err(Error::Full) => Ok(false),
             Err(x) => Err(e(x)),
@@ -420,7 +432,11 @@ impl<const P: usize> Subject<P> for Backend<P> {
         })
     }
     async fn put(&mut self, seq: u32, msg: &[u8]) -> R<bool> {
-        match self.p.put(Key::command(seq), &[&msg[..TOPIC_LEN], &msg[TOPIC_LEN..]]).await {
+        match self
+            .p
+            .put(Key::command(seq), &[&msg[..TOPIC_LEN], &msg[TOPIC_LEN..]])
+            .await
+        {
             Ok(()) => Ok(true),
             Err(Error::Full) => Ok(false),
             Err(x) => Err(e(x)),
@@ -621,8 +637,8 @@ impl<const P: usize> Subject<P> for Queue<P> {
         let mut it = self.q.iter().await.map_err(e)?;
         while let Some(entry) = it.next(&mut buf).await.map_err(e)? {
             let entry = entry.into_buf();
-            let seq = seq_of(&entry);
-            check(seq, size, &entry);
+            let seq = seq_of(entry);
+            check(seq, size, entry);
             out.push(seq);
         }
         Ok(out)
@@ -865,7 +881,7 @@ fn steady<const P: usize, S: Subject<P>>(ecc: bool, size: usize, random: bool) -
     meter.pause(false);
     let start = meter.tally();
     let mut warm = 0;
-    while meter.tally().since(&start).page_erases.iter().any(|&x| x == 0) && warm < 4 * STEPS {
+    while meter.tally().since(&start).page_erases.contains(&0) && warm < 4 * STEPS {
         step(&mut s, &mut inflight, &mut next, &mut rng)?;
         warm += 1;
     }
@@ -887,10 +903,7 @@ fn steady<const P: usize, S: Subject<P>>(ecc: bool, size: usize, random: bool) -
     } else {
         assert_eq!(left, want, "queue content after steady state");
     }
-    Ok(Measure {
-        msgs: STEPS as u64,
-        t,
-    })
+    Ok(Measure { msgs: STEPS as u64, t })
 }
 
 /// (a) enqueue, (d) reboot, (b) replay on one flash, in that order.
@@ -901,7 +914,12 @@ fn offline<const P: usize, S: Subject<P>>(ecc: bool, size: usize) -> Vec<(Worklo
     let mut s = match block_on(S::create(meter.clone(), size)) {
         Ok(s) => s,
         Err(x) => {
-            for w in [Workload::Enqueue, Workload::RebootFirst, Workload::RebootScan, Workload::Replay] {
+            for w in [
+                Workload::Enqueue,
+                Workload::RebootFirst,
+                Workload::RebootScan,
+                Workload::Replay,
+            ] {
                 out.push((w, Err(x.clone())));
             }
             return out;
@@ -967,7 +985,9 @@ fn offline<const P: usize, S: Subject<P>>(ecc: bool, size: usize) -> Vec<(Worklo
         Ok(0) => out.push((Workload::Replay, b.map(|x| x.0))),
         Ok(n) => out.push((
             Workload::Replay,
-            Err(format!("every delete returned Ok, yet {n} removed messages are back after replay")),
+            Err(format!(
+                "every delete returned Ok, yet {n} removed messages are back after replay"
+            )),
         )),
         Err(x) => out.push((Workload::Replay, Err(x))),
     }
@@ -975,7 +995,10 @@ fn offline<const P: usize, S: Subject<P>>(ecc: bool, size: usize) -> Vec<(Worklo
 }
 
 fn run_store<const P: usize, S: Subject<P>>(name: &'static str, ecc: bool, size: usize, rows: &mut Vec<Row>) {
-    eprintln!("  {name}, {P} pages, {}, {size} B", if ecc { "ECC" } else { "multiwrite" });
+    eprintln!(
+        "  {name}, {P} pages, {}, {size} B",
+        if ecc { "ECC" } else { "multiwrite" }
+    );
     let cap = capacity::<P, S>(ecc, size);
     let ram = {
         let meter = Meter::<P>::new(ecc);
@@ -1054,7 +1077,11 @@ fn limit(size: usize, work: Workload) -> (f64, f64) {
 // ---------------------------------------------------------------- report
 
 fn per_sec(msgs: u64, ns: u64) -> f64 {
-    if ns == 0 { f64::INFINITY } else { msgs as f64 * 1e9 / ns as f64 }
+    if ns == 0 {
+        f64::INFINITY
+    } else {
+        msgs as f64 * 1e9 / ns as f64
+    }
 }
 
 fn fmt_rate(x: f64) -> String {
@@ -1128,7 +1155,11 @@ fn table(rows: &[Row], pages: usize, ecc: bool) -> String {
                             fmt_rate(w25q),
                             fmt_rate(nrf),
                             fmt_rate(lw),
-                            if w25q.is_finite() { format!("{:.0} %", 100.0 * w25q / lw) } else { "-".into() },
+                            if w25q.is_finite() {
+                                format!("{:.0} %", 100.0 * w25q / lw)
+                            } else {
+                                "-".into()
+                            },
                         );
                     }
                 }
@@ -1147,7 +1178,8 @@ fn find<'a>(rows: &'a [Row], store: &str, pages: usize, ecc: bool, size: usize, 
 fn criterion_ns(group: &str, id: &str) -> Option<f64> {
     let path = format!("target/criterion/{group}/{id}/new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
-    let at = text.find("\"mean\"")?;
+    // The slope (what criterion prints as "time") when it was estimated, else the mean.
+    let at = text.find("\"slope\":{").or_else(|| text.find("\"mean\""))?;
     let rest = &text[at..];
     let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
     let num: String = rest[pe..]
@@ -1161,7 +1193,11 @@ fn criterion_ns(group: &str, id: &str) -> Option<f64> {
 fn code_size(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("target/code-size.txt").ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().strip_prefix('=')).map(|v| v.trim().to_string()))?
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|v| v.trim().strip_prefix('='))
+                .map(|v| v.trim().to_string())
+        })?
         .parse()
         .ok()
 }
@@ -1209,8 +1245,47 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
     // RAM
     md.push_str("\n### RAM (host, x86_64; the struct and caches, without the flash)\n\n| store | 64 pages | 16 pages |\n|---|---|---|\n");
     for store in [US, SS_QUEUE, SS_MAP, EKV, US_EKV] {
-        let ram = |p| find(&rows, store, p, true, 64, Workload::Enqueue).map(|r| r.ram.to_string()).unwrap_or("-".into());
+        let ram = |p| {
+            find(&rows, store, p, true, 64, Workload::Enqueue)
+                .map(|r| r.ram.to_string())
+                .unwrap_or("-".into())
+        };
         let _ = writeln!(md, "| {store} | {} | {} |", ram(64), ram(16));
+    }
+
+    // Code size and static RAM on thumbv7em (scripts/code_size.sh), host CPU (criterion).
+    md.push_str("\n### Code size and static RAM (thumbv7em-none-eabihf, opt-level s, LTO; `scripts/code_size.sh`)\n\n");
+    if code_size("mqtt_persist_text").is_some() {
+        md.push_str("Beyond a baseline program with the store calls removed; the program calls put, get, remove and\niterates (keys) once. RAM = the store struct and caches in a static; operation futures live on\nthe stack and are not included.\n\n| store | .text B | static RAM B |\n|---|---|---|\n");
+        for (name, key) in [
+            ("mqtt-persist", "mqtt_persist"),
+            (SS_QUEUE, "ss_queue"),
+            (SS_MAP, "ss_map"),
+            ("ekv 1", "ekv"),
+        ] {
+            let v = |k: &str| code_size(&format!("{key}_{k}")).map_or("-".into(), |x| x.to_string());
+            let _ = writeln!(md, "| {name} | {} | {} |", v("text"), v("ram"));
+        }
+    } else {
+        md.push_str("Not measured in this run: run `scripts/code_size.sh` first.\n");
+    }
+    md.push_str(
+        "\n### Host CPU per steady-state step (criterion, `cargo bench --bench host_cpu`; 64 x 4 KiB multiwrite)\n\n",
+    );
+    let ids = [
+        "mqtt-persist",
+        "sequential-storage queue",
+        "sequential-storage map",
+        "ekv",
+    ];
+    if criterion_ns("steady_64B", "mqtt-persist").is_some() {
+        md.push_str("Wall time on the machine that ran the bench (noisy; not deterministic like the rest).\n\n| store | 64 B step | 512 B step |\n|---|---|---|\n");
+        for id in ids {
+            let v = |g: &str| criterion_ns(g, id).map_or("-".into(), |ns| format!("{:.2} us", ns / 1000.0));
+            let _ = writeln!(md, "| {id} | {} | {} |", v("steady_64B"), v("steady_512B"));
+        }
+    } else {
+        md.push_str("Not measured in this run: run `cargo bench --bench host_cpu` first.\n");
     }
 
     // Targets
@@ -1231,7 +1306,12 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
         let er = m.t.erases as f64 * 1000.0 / n;
         target("erases per 1,000", format!("{er:.1}"), "<= 18", Some(er <= 18.0));
         let rd = m.t.read_bytes as f64 / n;
-        target("read per operation", format!("{rd:.0} B"), "<= 100 B", Some(rd <= 100.0));
+        target(
+            "read per operation",
+            format!("{rd:.0} B"),
+            "<= 100 B",
+            Some(rd <= 100.0),
+        );
         let w = per_sec(m.msgs, m.t.w25q_ns);
         let (lw, _) = limit(64, Workload::Steady);
         target(
@@ -1265,11 +1345,20 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
     }
     match code_size("mqtt_persist_text") {
         Some(t) => target("store code .text", format!("{t} B"), "<= 10240 B", Some(t <= 10240)),
-        None => target("store code .text", "run scripts/code_size.sh".into(), "<= 10240 B", None),
+        None => target(
+            "store code .text",
+            "run scripts/code_size.sh".into(),
+            "<= 10240 B",
+            None,
+        ),
     }
-    let ram = find(&rows, US, 64, true, 64, Workload::Enqueue).map(|r| r.ram).unwrap_or(0);
+    let ram = find(&rows, US, 64, true, 64, Workload::Enqueue)
+        .map(|r| r.ram)
+        .unwrap_or(0);
     let ram_text = match code_size("mqtt_persist_ram") {
-        Some(t) => format!("{t} B on thumbv7em, {ram} B on x86_64 (Store<_, 64>; operation futures are stack, see README)"),
+        Some(t) => {
+            format!("{t} B on thumbv7em, {ram} B on x86_64 (Store<_, 64>; operation futures are stack, see README)")
+        }
         None => format!("{ram} B on x86_64 (Store<_, 64>; operation futures are stack, see README)"),
     };
     let ram_val = code_size("mqtt_persist_ram").map(|x| x as usize).unwrap_or(ram);

@@ -112,9 +112,11 @@ fn output(x: usize) {
 }
 
 /// The store lives in a static, so its RAM shows up in `.bss`.
+#[allow(dead_code)]
 struct Slot<T>(core::cell::UnsafeCell<core::mem::MaybeUninit<T>>);
 // Safety: single-threaded program.
 unsafe impl<T> Sync for Slot<T> {}
+#[allow(dead_code)]
 impl<T> Slot<T> {
     const fn new() -> Self {
         Slot(core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()))
