@@ -1231,7 +1231,8 @@ reports full; *op* = one message (a, b, d scan) or one step = put + ack (c, e) o
 mount + read oldest (d); *max erases/page* is within the window; *W25Q/nRF msgs/s* = messages per\n\
 second of modeled device time (reads, programs, erases; no CPU); *W25Q limit* = the physical limit\n\
 of the workload (payload + 4-byte CRC header, packed, erases amortized, removal free) and *share*\n\
-= the store's fraction of it. (c) and (e) run on a fresh flash with 50 in flight and a warm-up\n\
+= the store's fraction of it ((a) starts on erased flash and erases nothing, so it can exceed the\n\
+limit, which charges every message its share of an erase). (c) and (e) run on a fresh flash with 50 in flight and a warm-up\n\
 until every page was erased once, then 10,000 counted steps. Every message read is checked for\n\
 content and order (verification reads in (c) and (e) are not counted). `fails: ...` is the error\n\
 the store returned; in ECC mode that is how the stores that rewrite a word show up.\n",
