@@ -272,6 +272,8 @@ trait Subject<const P: usize>: Sized {
     async fn reboot(&mut self) -> R<()>;
     /// Bytes of RAM the store keeps (struct, caches), without the flash handle.
     fn ram(&self) -> usize;
+    /// Bytes of the largest operation future (put, get, remove, iterate), not polled.
+    fn largest_future(&mut self, size: usize) -> usize;
 }
 
 fn e<E: core::fmt::Debug>(e: E) -> String {
@@ -375,6 +377,18 @@ impl<const P: usize, const DURABLE: bool> Subject<P> for Ours<P, DURABLE> {
         drop(self.store.take());
         self.store = Some(Self::mount(self.meter.clone(), self.size).await?);
         Ok(())
+    }
+    fn largest_future(&mut self, size: usize) -> usize {
+        let mut buf = vec![0u8; size];
+        let mut keys = [Key::sent(0); 32];
+        let mut cursor = KeyCursor::default();
+        let s = self.s();
+        let a = size_of_val(&s.put(Key::command(0), &[b"x"]));
+        let b = size_of_val(&s.get(Key::command(0), &mut buf));
+        let c = size_of_val(&s.remove(Key::command(0)));
+        let d = size_of_val(&s.remove_deferred(Key::command(0)));
+        let e = size_of_val(&s.keys(&mut cursor, &mut keys));
+        a.max(b).max(c).max(d).max(e)
     }
     fn ram(&self) -> usize {
         let s = self.store.as_ref().unwrap();
@@ -490,6 +504,16 @@ impl<const P: usize> Subject<P> for Backend<P> {
         self.p = Self::fresh(db).await?;
         Ok(())
     }
+    fn largest_future(&mut self, size: usize) -> usize {
+        let mut buf = vec![0u8; size];
+        let mut keys = [Key::sent(0); 32];
+        let mut cursor = KeyCursor::default();
+        let a = size_of_val(&self.p.put(Key::command(0), &[b"x"]));
+        let b = size_of_val(&self.p.get(Key::command(0), &mut buf));
+        let c = size_of_val(&self.p.remove(Key::command(0)));
+        let e = size_of_val(&self.p.keys(&mut cursor, &mut keys));
+        a.max(b).max(c).max(e)
+    }
     fn ram(&self) -> usize {
         size_of::<EkvDb<P>>() + size_of_val(&self.p) - size_of::<Meter<P>>()
     }
@@ -578,6 +602,18 @@ impl<const P: usize> Subject<P> for Ekv<P> {
         self.db = ekv_db(self.meter.clone(), false).await?;
         Ok(())
     }
+    fn largest_future(&mut self, size: usize) -> usize {
+        // The sum of what an operation keeps alive at once: the transaction and its step.
+        let v = vec![0u8; size];
+        let mut w2 = block_on(self.db.write_transaction());
+        let a = size_of_val(&self.db.write_transaction()) + size_of_val(&w2.write(&[0; 4], &v));
+        // `commit` consumes the transaction, so it ends here and the read below can start.
+        let b = size_of_val(&w2.commit());
+        let r = block_on(self.db.read_transaction());
+        let mut vb = vec![0u8; size];
+        let c = size_of_val(&r.read(&[0; 4], &mut vb)) + size_of_val(&r.read_all());
+        a.max(b).max(c)
+    }
     fn ram(&self) -> usize {
         size_of::<EkvDb<P>>() - size_of::<Meter<P>>()
     }
@@ -657,6 +693,14 @@ impl<const P: usize> Subject<P> for Queue<P> {
         let meter = self.q.flash().clone();
         self.q = queue_new(meter);
         Ok(())
+    }
+    fn largest_future(&mut self, size: usize) -> usize {
+        let mut buf = vec![0u8; size + 8];
+        let m = vec![0u8; size];
+        let a = size_of_val(&self.q.push(&m, false));
+        let b = size_of_val(&self.q.pop(&mut buf));
+        let c = size_of_val(&self.q.peek(&mut buf));
+        a.max(b).max(c)
     }
     fn ram(&self) -> usize {
         size_of::<QCache<P>>()
@@ -747,6 +791,16 @@ impl<const P: usize> Subject<P> for Map<P> {
         self.m = map_new(meter);
         Ok(())
     }
+    fn largest_future(&mut self, size: usize) -> usize {
+        let mut buf = vec![0u8; size + 16];
+        let m = vec![0u8; size];
+        let v: &[u8] = &m;
+        let a = size_of_val(&self.m.store_item(&mut buf, &0, &v));
+        let b = size_of_val(&self.m.fetch_item::<&[u8]>(&mut buf, &0));
+        let c = size_of_val(&self.m.remove_item(&mut buf, &0));
+        let d = size_of_val(&self.m.fetch_all_items(&mut buf));
+        a.max(b).max(c).max(d)
+    }
     fn ram(&self) -> usize {
         size_of::<MCache<P>>()
     }
@@ -803,6 +857,7 @@ struct Row {
     result: Result<Measure, String>,
     capacity: Result<u32, String>,
     ram: usize,
+    future: usize,
 }
 
 fn measure<const P: usize, T>(meter: &Meter<P>, f: impl std::future::Future<Output = R<(u64, T)>>) -> R<(Measure, T)> {
@@ -1005,6 +1060,13 @@ fn run_store<const P: usize, S: Subject<P>>(name: &'static str, ecc: bool, size:
         meter.pause(true);
         block_on(S::create(meter, size)).map(|s| s.ram()).unwrap_or(0)
     };
+    let future = {
+        let meter = Meter::<P>::new(ecc);
+        meter.pause(true);
+        block_on(S::create(meter, size))
+            .map(|mut s| s.largest_future(size))
+            .unwrap_or(0)
+    };
     let mut results = offline::<P, S>(ecc, size);
     results.push((Workload::Steady, steady::<P, S>(ecc, size, false)));
     results.push((Workload::OutOfOrder, steady::<P, S>(ecc, size, true)));
@@ -1018,6 +1080,7 @@ fn run_store<const P: usize, S: Subject<P>>(name: &'static str, ecc: bool, size:
             result,
             capacity: cap.clone(),
             ram,
+            future,
         });
     }
 }
@@ -1244,15 +1307,24 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
     }
 
     // RAM
-    md.push_str("\n### RAM (host, x86_64; the struct and caches, without the flash)\n\n| store | 64 pages | 16 pages |\n|---|---|---|\n");
+    md.push_str(
+        "\n### RAM (host, x86_64): the store struct and caches without the flash, and the largest operation future\n\n\
+| store | 64 pages: struct | 64 pages: largest future | 16 pages: struct | 16 pages: largest future |\n|---|---|---|---|---|\n",
+    );
     for store in [US, SS_QUEUE, SS_MAP, EKV, US_EKV] {
-        let ram = |p| {
-            find(&rows, store, p, true, 64, Workload::Enqueue)
-                .map(|r| r.ram.to_string())
-                .unwrap_or("-".into())
+        let get = |p, f: fn(&Row) -> usize| {
+            find(&rows, store, p, true, 512, Workload::Enqueue).map_or("-".into(), |r| f(r).to_string())
         };
-        let _ = writeln!(md, "| {store} | {} | {} |", ram(64), ram(16));
+        let _ = writeln!(
+            md,
+            "| {store} | {} | {} | {} | {} |",
+            get(64, |r| r.ram),
+            get(64, |r| r.future),
+            get(16, |r| r.ram),
+            get(16, |r| r.future)
+        );
     }
+    md.push_str("\n(ekv: the transaction future plus the step it is awaiting; 512 B messages.)\n");
 
     // Code size and static RAM on thumbv7em (scripts/code_size.sh), host CPU (criterion).
     md.push_str("\n### Code size and static RAM (thumbv7em-none-eabihf, opt-level s, LTO; `scripts/code_size.sh`)\n\n");
@@ -1353,17 +1425,20 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
             None,
         ),
     }
-    let ram = find(&rows, US, 64, true, 64, Workload::Enqueue)
-        .map(|r| r.ram)
-        .unwrap_or(0);
-    let ram_text = match code_size("mqtt_persist_ram") {
-        Some(t) => {
-            format!("{t} B on thumbv7em, {ram} B on x86_64 (Store<_, 64>; operation futures are stack, see README)")
-        }
-        None => format!("{ram} B on x86_64 (Store<_, 64>; operation futures are stack, see README)"),
-    };
-    let ram_val = code_size("mqtt_persist_ram").map(|x| x as usize).unwrap_or(ram);
-    target("RAM", ram_text, "<= 1536 B", Some(ram_val <= 1536));
+    let us_row = find(&rows, US, 64, true, 512, Workload::Enqueue);
+    let ram = us_row.map_or(0, |r| r.ram);
+    let fut = us_row.map_or(0, |r| r.future);
+    let thumb = code_size("mqtt_persist_ram").map_or(String::new(), |t| format!(" (struct on thumbv7em: {t} B)"));
+    target(
+        "RAM",
+        format!(
+            "struct {ram} B + largest operation future {fut} B = {} B on x86_64{thumb}; the struct alone {}",
+            ram + fut,
+            if ram <= 1536 { "meets it" } else { "misses it too" }
+        ),
+        "<= 1536 B",
+        Some(ram + fut <= 1536),
+    );
     match (
         criterion_ns("steady_64B", "mqtt-persist"),
         criterion_ns("steady_64B", "sequential-storage queue"),
