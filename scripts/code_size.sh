@@ -16,7 +16,7 @@ else
     rustup component add llvm-tools >/dev/null 2>&1 || true
     SIZE=$(find "$(rustc --print sysroot)" -name llvm-size -type f | head -n1)
     if [ -z "$SIZE" ]; then
-        apt-get install -y binutils-arm-none-eabi >/dev/null
+        apt-get update >/dev/null && apt-get install -y binutils-arm-none-eabi >/dev/null
         SIZE=arm-none-eabi-size
     fi
 fi
