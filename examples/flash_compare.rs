@@ -1265,6 +1265,52 @@ fn code_size(key: &str) -> Option<u64> {
         .ok()
 }
 
+/// Host CPU per steady-state step, ours against the sequential-storage queue (its fastest
+/// peer): the two run interleaved, 31 rounds of 2,000 steps each, and the fastest round of each
+/// counts, which filters out other processes on a shared machine better than a mean does.
+/// 64 x 4 KiB multiwrite (the queue needs it), 64 B messages, 50 in flight. Returns ns/step.
+fn host_cpu_race() -> (f64, f64) {
+    use std::time::Instant;
+    const ROUNDS: usize = 31;
+    const N: u32 = 2_000;
+    let msgs: Vec<Vec<u8>> = (0..1024).map(|s| message(s, 64)).collect();
+    let msg = |seq: u32| &msgs[(seq % 1024) as usize][..];
+
+    let mut f1 = Sim::<64>::boxed();
+    let mut store: Store<_, 64> = block_on(Store::mount(&mut *f1, Config::new(64)))
+        .map_err(|e| e.1)
+        .unwrap();
+    block_on(store.open("bench", "tcp://broker:1883")).unwrap();
+    let mut f2 = Sim::<64>::boxed();
+    let cache = Cache::new(ArrayPageStates::<64>::new(), ArrayPagePointers::<64>::new(), Uncached);
+    let mut q = QueueStorage::new(&mut *f2, QueueConfig::new(0..(64 * PAGE) as u32), cache);
+    for s in 0..IN_FLIGHT as u32 {
+        block_on(store.put(Key::command(s), &[&msg(s)[..TOPIC_LEN], &msg(s)[TOPIC_LEN..]])).unwrap();
+        block_on(q.push(msg(s), false)).unwrap();
+    }
+    let (mut next1, mut next2) = (IN_FLIGHT as u32, IN_FLIGHT as u32);
+    let mut buf = [0u8; 72];
+    let (mut best1, mut best2) = (f64::MAX, f64::MAX);
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for _ in 0..N {
+            let m = msg(next1);
+            block_on(store.put(Key::command(next1), &[&m[..TOPIC_LEN], &m[TOPIC_LEN..]])).unwrap();
+            block_on(store.remove_deferred(Key::command(next1 - IN_FLIGHT as u32))).unwrap();
+            next1 += 1;
+        }
+        best1 = best1.min(t.elapsed().as_nanos() as f64 / N as f64);
+        let t = Instant::now();
+        for _ in 0..N {
+            block_on(q.push(msg(next2), false)).unwrap();
+            std::hint::black_box(block_on(q.pop(&mut buf)).unwrap());
+            next2 += 1;
+        }
+        best2 = best2.min(t.elapsed().as_nanos() as f64 / N as f64);
+    }
+    (best1, best2)
+}
+
 fn main() {
     let mut rows = Vec::new();
     eprintln!("running (deterministic; about a minute in release mode)");
@@ -1439,23 +1485,24 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
         "<= 1536 B",
         Some(ram + fut <= 1536),
     );
-    match (
+    let (ours_ns, queue_ns) = host_cpu_race();
+    let crit = match (
         criterion_ns("steady_64B", "mqtt-persist"),
         criterion_ns("steady_64B", "sequential-storage queue"),
     ) {
-        (Some(us), Some(q)) => target(
-            "host CPU steps/s",
-            format!("{:.0} vs sequential-storage queue {:.0}", 1e9 / us, 1e9 / q),
-            ">= sequential-storage queue",
-            Some(us <= q),
+        (Some(us), Some(q)) => format!("; criterion's last run: {:.0} vs {:.0}", 1e9 / us, 1e9 / q),
+        _ => String::new(),
+    };
+    target(
+        "host CPU steps/s",
+        format!(
+            "{:.0} vs sequential-storage queue {:.0} (fastest of 31 interleaved rounds, 64 B steady state, multiwrite; wall time, not deterministic{crit})",
+            1e9 / ours_ns,
+            1e9 / queue_ns
         ),
-        _ => target(
-            "host CPU steps/s",
-            "run `cargo bench --bench host_cpu` first".into(),
-            ">= sequential-storage queue",
-            None,
-        ),
-    }
+        ">= sequential-storage queue",
+        Some(ours_ns <= queue_ns),
+    );
 
     md.push_str("\n### Targets (64 x 4 KiB, WRITE_SIZE 4, ECC mode, 64 B, steady state unless stated)\n\n```text\n");
     for t in &targets {
