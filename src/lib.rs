@@ -3,6 +3,8 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+#[cfg(feature = "ekv")]
+pub mod ekv_backend;
 pub mod error;
 pub mod flash;
 pub mod key;
