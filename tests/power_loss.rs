@@ -291,7 +291,7 @@ fn sweep_one<const P: usize, const N: usize, const R: usize, const W: usize>(
         check(&state, &before, &after, &op, &ctx);
 
         // A second cut during the first operations after the remount, then a clean remount.
-        let second = (k % 7) as u64;
+        let second = k % 7;
         flash.cut_power_at_op(Some(second));
         let mut model2 = Model {
             durable: state.clone(),
@@ -342,7 +342,6 @@ fn sweep_one<const P: usize, const N: usize, const R: usize, const W: usize>(
         // The store takes writes again and they are durable.
         block_on(store.put(Key::queued(999_999), &[b"after the storm"]))
             .unwrap_or_else(|e| panic!("{ctx}: put after recovery: {e:?}"));
-        drop(store);
         let mut store: Store<_, N> = block_on(Store::mount(&mut *flash, config)).map_err(|e| e.1).unwrap();
         block_on(store.open("client", "tcp://broker:1883")).unwrap();
         let mut buf = [0u8; 32];
@@ -483,7 +482,6 @@ fn replay_case<const P: usize, const N: usize, const R: usize, const W: usize>(
                 break;
             }
         }
-        drop(store);
         flash.restore_power();
         flash.cut_power_at_op(None);
         dump(flash.as_bytes(), P, W);
