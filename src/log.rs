@@ -623,8 +623,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 aux: [0xFF; 8],
                 span: 0,
             });
+            // Puts are checked when read; removals and contexts decide what exists, so they are
+            // checked here (they are small).
+            let small = e.is_some_and(|e| !matches!(e.tag.ty, RecordType::Put(_) | RecordType::Cont));
             match e {
-                Some(e) if !torn || self.record_crc_ok(c.page, &e).await? => break (e.tag, e),
+                Some(e) if !(torn || small) || self.record_crc_ok(c.page, &e).await? => break (e.tag, e),
+                Some(_) if !torn => {
+                    c.damaged = true;
+                    return Ok(None);
+                }
                 None if !torn && word != ERASED_TAG => {
                     c.damaged = true;
                     return Ok(None);
@@ -1099,7 +1106,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let len = 4 + round_up(top as usize / 8 + 1, 4);
             bitmap[0..4].copy_from_slice(&base.to_le_bytes());
             let tag = Tag::new(RecordType::Batch, false, len as u16, kind.code() as u16);
-            self.append_small(tag, &bitmap[..len], ns, None, false).await?;
+            self.append_small(tag, &bitmap[..len], ns, None, true).await?;
             self.pages[self.head as usize].note(kind, base, base + top);
             for i in (0..n).filter(|&i| member[i]) {
                 done[i] = true;
@@ -1193,8 +1200,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Compacts until `need` bytes can be appended with the spill reserve still free.
-    /// Writes that only remove (`shrinking`: tombstones, batches, clears) may use the spill
-    /// reserve: their space was reserved with the values they remove.
+    /// Puts leave the spill reserve free, so compaction has room for what it copies. Writes
+    /// that only remove (`shrinking`: tombstones, batches, clears) need just their own bytes:
+    /// they were paid for with the values they remove (the tombstone reserve in
+    /// [`Self::units`]), and they may use the spill reserve because compaction never starts
+    /// unless it can finish ([`Self::compact_oldest`]).
     pub async fn make_room(&mut self, need: u32, ns: u64, shrinking: bool) -> Res<(), F> {
         self.check_head().await?;
         let keep = if shrinking { 0 } else { self.spill_reserve() };
@@ -1213,7 +1223,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         for d in (0..self.len).rev() {
             let p = self.ring_back(self.head, d);
             if self.pages[p as usize].flags & F_EXACT == 0 {
-                let live = self.walk_live(p, None).await?;
+                let (live, _) = self.walk_live(p, None).await?;
                 let info = &mut self.pages[p as usize];
                 info.live = live;
                 info.flags |= F_EXACT;
@@ -1224,11 +1234,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Visits the live puts of page `p` in order, in chunks of [`BATCH`]; moves each one to the
     /// head when `move_ns` is given. Returns the live units found.
-    async fn walk_live(&mut self, p: u16, move_ns: Option<u64>) -> Res<u16, F> {
+    async fn walk_live(&mut self, p: u16, move_ns: Option<u64>) -> Res<(u16, u32), F> {
         let Some(mut c) = self.log_cursor(p).await? else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let mut live = 0u16;
+        let mut bytes = 0u32;
         loop {
             // Offsets and origin stamps only: the chunk lives across awaits, in the future.
             let mut chunk = [(0u32, (0u32, 0u32)); BATCH];
@@ -1243,7 +1254,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
             }
             if n == 0 {
-                return Ok(live);
+                return Ok((live, bytes));
             }
             // Where the records are, pending removals included: they stay charged to their
             // page until their batch is written (counting them keeps `refine` and the flush
@@ -1259,6 +1270,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 if let Loc::At { page, off, stored, len } = locs[i] {
                     if page == p && off == at {
                         live = live.saturating_add(Self::units(stored));
+                        bytes += stored;
                         if move_ns.is_some() {
                             let (ns, key) = want[i];
                             self.move_record(p, at, key, ns, origin, len).await?;
@@ -1267,7 +1279,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
             }
             if n < BATCH {
-                return Ok(live);
+                return Ok((live, bytes));
             }
         }
     }
@@ -1282,6 +1294,32 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         let p = self.ring_back(self.head, self.len - 1 - dead);
         let seq = self.seq_of(p);
+        // Never start a compaction that cannot finish: a half-done one holds the free pages it
+        // copied into and frees nothing. `live` (8-byte units, tombstone reserves included)
+        // bounds the bytes to copy; context and Retire records come on top.
+        if self.pages[p as usize].flags & F_EXACT == 0 {
+            let (live, _) = self.walk_live(p, None).await?;
+            let info = &mut self.pages[p as usize];
+            info.live = live;
+            info.flags |= F_EXACT;
+            if live == 0 {
+                // Dead after all: the next page switch retires it without copying.
+                return Ok(());
+            }
+        }
+        // Copies split at any page end, so each page in use loses at most its context
+        // records and a continuation header; the Retire record comes last.
+        let per_page = (CTX_COST + RECORD_OVERHEAD + ws::<F>()) as u32;
+        let head_room = (page_size::<F>() - self.head_off).saturating_sub(per_page);
+        let room = head_room + (N as u32 - self.len as u32) * (Self::payload() - per_page);
+        let retire = stored_len(4, ws::<F>()) as u32;
+        if self.pages[p as usize].live as u32 * 8 + retire > room {
+            // The bound counts tombstone reserves too: count the bytes themselves first.
+            let (_, bytes) = self.walk_live(p, None).await?;
+            if bytes + retire > room {
+                return Err(Error::Full);
+            }
+        }
         // Removals waiting in RAM for keys whose live record is here are made durable by the
         // erase: drop them from the pending set only after the Retire record is written.
         let mut dropped = [Key::sent(0); BATCH];
@@ -1309,11 +1347,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         for k in &dropped[..nd] {
             self.unpend(*k);
         }
-        // Page switches while copying may already have retired the dead pages before `p`:
-        // leave the log exactly up to and including `p`, counted now.
-        let Some(age) = self.age(p) else {
-            return Err(Error::LogicBug);
-        };
+        // Page switches while copying may already have retired the dead pages before `p`
+        // (and `p` itself if nothing in it was live): leave the log exactly up to and
+        // including `p`, counted now.
+        let Some(age) = self.age(p) else { return Ok(()) };
         for d in age..self.len {
             let q = self.ring_back(self.head, d);
             self.recent_drop_page(q);
@@ -1339,6 +1376,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 return Err(Error::Corrupted);
             }
             left -= n as u32;
+        }
+        // One more pull reaches the last fragment's CRC when the value ends exactly there.
+        if self.pull(&mut check, &mut sink[..1]).await? != 0 {
+            return Err(Error::Corrupted);
         }
         let mut src = Source::Flash(Chain::start(p, off, tag));
         let (page, _, _) = self.append_value(key, ns, Some(origin), len, &mut src).await?;
@@ -1659,7 +1700,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.note_ns(ns);
         let want = self.want_ctx(ns, Some(key), origin);
         let whole = stored_len((len as usize).min(MAX_FRAGMENT_DATA), ws::<F>()) as u32;
-        let first_min = whole.min(stored_len(MIN_SPLIT, ws::<F>()) as u32);
+        // Client values keep small pieces whole; copies by compaction use every byte, so the
+        // room compaction checks for is the room it gets.
+        let min_split = if origin.is_some() { 1 } else { MIN_SPLIT };
+        let first_min = whole.min(stored_len(min_split, ws::<F>()) as u32);
         self.prepare_head(want, Some(key), first_min, origin.is_some()).await?;
         let (start_page, start_off) = (self.head, self.head_off);
         // Charge the start page before the first fragment: a page switch for a continuation

@@ -8,6 +8,9 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::log::{Chain, KEYS_BATCH, Loc, Log, MountReport, Source, Stamp};
 
+/// Context records (namespace, id high bits) a removal may need before it.
+const CTX_MARGIN: u32 = 48;
+
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
 /// Store configuration. Build it in a `const` to catch mistakes at compile time.
@@ -205,10 +208,10 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
             return Err(Error::NotFound);
         }
         let stored = stored_len(0, F::WRITE_SIZE) as u32;
-        self.log.make_room(stored + 64, ns, true).await?;
+        self.log.make_room(stored + CTX_MARGIN, ns, true).await?;
         let loc = self.log.locate(ns, key).await?;
         let tag = Tag::new(RecordType::Tombstone, false, key.kind().code() as u16, key.id() as u16);
-        self.log.append_small(tag, &[], ns, Some(key), false).await?;
+        self.log.append_small(tag, &[], ns, Some(key), true).await?;
         self.log.uncharge(loc);
         Ok(())
     }
@@ -254,9 +257,9 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     pub async fn clear(&mut self) -> Res<(), F> {
         let ns = self.ns()?;
         let stored = stored_len(0, F::WRITE_SIZE) as u32;
-        self.log.make_room(stored + 64, ns, true).await?;
+        self.log.make_room(stored + CTX_MARGIN, ns, true).await?;
         self.log
-            .append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, false)
+            .append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, true)
             .await?;
         while let Some(&k) = self.log.pending().first() {
             self.log.unpend(k);

@@ -5,6 +5,10 @@
 //! geometries. The model is a `BTreeMap` of values per namespace with an insertion stamp per key
 //! (so the exact order of `keys()` is checked) and the set of deferred removals not yet durable.
 
+// Dropping a store without `close` is how these tests model a reboot: the point is that its
+// RAM state (pending deferred removals, summaries) is lost, even though it has no `Drop` impl.
+#![allow(clippy::drop_non_drop)]
+
 use std::collections::BTreeMap;
 
 use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};
@@ -81,6 +85,9 @@ enum Op {
     Clear,
     Contains(Key),
     Remount,
+    /// Removes every key `keys()` lists, one durable `remove` each (a store that was full must
+    /// empty this way: a remove never needs more room than its reserved tombstone).
+    Drain,
 }
 
 fn key_strategy() -> impl Strategy<Value = Key> {
@@ -93,12 +100,15 @@ fn key_strategy() -> impl Strategy<Value = Key> {
     ]
 }
 
-fn val_strategy() -> impl Strategy<Value = Val> {
+/// Values of 0..=600 bytes, mostly within the configured `max` (a few above it, to check
+/// `TooLarge`), with varied content and 1..=3 parts.
+fn val_strategy(max: usize) -> impl Strategy<Value = Val> {
     let len = prop_oneof![
         1 => Just(0usize),
-        4 => 0usize..=48,
-        3 => 0usize..=300,
-        3 => 0usize..=600,
+        3 => 0usize..=48,
+        3 => 0usize..=max,
+        5 => max / 2..=max,
+        1 => max + 1..=600.max(max + 1),
     ];
     (len, 0u8..4, any::<u8>(), prop::collection::vec(any::<Index>(), 0..=2)).prop_map(|(len, style, seed, cuts)| Val {
         len,
@@ -108,11 +118,11 @@ fn val_strategy() -> impl Strategy<Value = Val> {
     })
 }
 
-fn op_strategy() -> impl Strategy<Value = Op> {
+fn op_strategy(max: usize, put_weight: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => prop::sample::select(vec![0usize, 0, 0, 0, 1, 2]).prop_map(Op::Open),
-        2 => Just(Op::Close),
-        30 => (key_strategy(), val_strategy()).prop_map(|(k, v)| Op::Put(k, v)),
+        6 => prop::sample::select(vec![0usize, 0, 0, 0, 1, 2]).prop_map(Op::Open),
+        1 => Just(Op::Close),
+        put_weight => (key_strategy(), val_strategy(max)).prop_map(|(k, v)| Op::Put(k, v)),
         8 => (key_strategy(), prop::bool::weighted(0.2)).prop_map(|(k, s)| Op::Get(k, s)),
         6 => key_strategy().prop_map(Op::Remove),
         8 => key_strategy().prop_map(Op::RemoveDeferred),
@@ -121,17 +131,24 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Clear),
         4 => key_strategy().prop_map(Op::Contains),
         2 => Just(Op::Remount),
+        1 => Just(Op::Drain),
     ]
 }
 
-fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
+/// 100..=300 operations; `put_weight` (against 42 for all other operations together) sets how
+/// fast the log fills, so that every geometry goes through compaction several times.
+fn ops_strategy(max: usize, put_weight: u32) -> impl Strategy<Value = Vec<Op>> {
     // Start open most of the time so the sequence does real work.
-    (prop::collection::vec(op_strategy(), 100..=300), any::<bool>()).prop_map(|(mut ops, open_first)| {
-        if open_first {
-            ops.insert(0, Op::Open(0));
-        }
-        ops
-    })
+    (
+        prop::collection::vec(op_strategy(max, put_weight), 100..=300),
+        any::<bool>(),
+    )
+        .prop_map(|(mut ops, open_first)| {
+            if open_first {
+                ops.insert(0, Op::Open(0));
+            }
+            ops
+        })
 }
 
 /// A value with the stamp of its latest put (the model's insertion order).
@@ -276,6 +293,7 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                 Op::Keys(_) => block_on(s.keys(&mut KeyCursor::default(), &mut [k; 4])).map(|_| ()),
                 Op::Clear => block_on(s.clear()),
                 Op::Contains(k) => block_on(s.contains(*k)).map(|_| ()),
+                Op::Drain => block_on(s.remove(k)),
             };
             prop_assert_eq!(r, Err(E::NotOpen), "{}", ctx);
             prop_assert_eq!(s.flash().stats().writes, before.writes, "{}: NotOpen wrote", ctx);
@@ -421,6 +439,16 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                 m.live[ns].clear();
                 m.pending.clear();
             }
+            Op::Drain => {
+                let keys = all_keys(&mut s, 16).map_err(|e| TestCaseError::fail(format!("{ctx}: {e:?}")))?;
+                prop_assert_eq!(&keys, &m.keys_in_order(ns), "{}", ctx);
+                for k in keys {
+                    let r = block_on(s.remove(k));
+                    prop_assert_eq!(r, Ok(()), "{}: remove {} ({:?})", ctx, k, s.usage());
+                    m.live[ns].remove(&k);
+                }
+                prop_assert_eq!(all_keys(&mut s, 16), Ok(vec![]), "{}", ctx);
+            }
             Op::Contains(k) => {
                 prop_assert_eq!(block_on(s.contains(*k)), Ok(m.live[ns].contains_key(k)), "{}", ctx);
             }
@@ -454,8 +482,7 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                 }
                 prop_assert_eq!(back, expect_back, "{}: deferred removals that came back", ctx);
                 check_all(&mut s, &m, ns, &universe, &ctx)?;
-                prop_assert_eq!(block_on(s.close()), Ok(()));
-                m.open = None;
+                // The namespace stays open: the next operations run on the remounted store.
             }
         }
 
@@ -507,17 +534,23 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn model_1k_pages_ecc_word4(ops in ops_strategy()) {
+    fn model_1k_pages_ecc_word4(ops in ops_strategy(256, 40)) {
         run::<1024, 8, 4, 4>(true, Geo { max: 256, write: 4 }, &ops)?;
     }
 
     #[test]
-    fn model_4k_pages_ecc_word16(ops in ops_strategy()) {
-        run::<4096, 6, 4, 16>(true, Geo { max: 512, write: 16 }, &ops)?;
+    fn model_4k_pages_ecc_word16(ops in ops_strategy(600, 150)) {
+        run::<4096, 6, 4, 16>(true, Geo { max: 600, write: 16 }, &ops)?;
     }
 
     #[test]
-    fn model_2k_pages_byte_writes(ops in ops_strategy()) {
-        run::<2048, 8, 1, 1>(false, Geo { max: 600, write: 1 }, &ops)?;
+    fn model_2k_pages_byte_writes(ops in ops_strategy(500, 60)) {
+        run::<2048, 8, 1, 1>(false, Geo { max: 500, write: 1 }, &ops)?;
+    }
+
+    /// A tiny store that is full most of the time.
+    #[test]
+    fn model_tiny_store_often_full(ops in ops_strategy(128, 40)) {
+        run::<512, 5, 2, 8>(false, Geo { max: 128, write: 8 }, &ops)?;
     }
 }
