@@ -1083,6 +1083,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut locs = [Loc::Absent; BATCH];
         self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
         let mut done = [false; BATCH];
+        // A key with no record needs no removal record.
+        for i in 0..n {
+            if locs[i] == Loc::Absent {
+                done[i] = true;
+                self.unpend(keys[i]);
+            }
+        }
         while let Some(first) = (0..n).find(|&i| !done[i]) {
             // A group: one kind, from its smallest pending id, at most 256 ids wide.
             let kind = keys[first].kind();
@@ -1309,7 +1316,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         // Copies split at any page end, so each page in use loses at most its context
         // records and a continuation header; the Retire record comes last.
-        let per_page = (CTX_COST + RECORD_OVERHEAD + ws::<F>()) as u32;
+        let w = ws::<F>();
+        let ns_ctx = if matches!(self.log_ns, Some(Some(_))) {
+            0
+        } else {
+            stored_len(8, w)
+        };
+        let per_page = (stored_len(8, w) + stored_len(0, w) + ns_ctx + RECORD_OVERHEAD + w) as u32;
         let head_room = (page_size::<F>() - self.head_off).saturating_sub(per_page);
         let room = head_room + (N as u32 - self.len as u32) * (Self::payload() - per_page);
         let retire = stored_len(4, ws::<F>()) as u32;

@@ -165,6 +165,10 @@ fn exercise<const P: usize, const N: usize, const R: usize, const W: usize>(img:
             match rng.below(4) {
                 0 => match block_on(s.remove(k)) {
                     Ok(()) => assert_eq!(block_on(s.contains(k)), Ok(false), "{what}: removed {k}"),
+                    // A damaged image can hold a log that covers every page with a full head
+                    // page: no byte is left for a tombstone and compaction has nowhere to copy,
+                    // so `Full` (nothing changed) is the right answer there and only there.
+                    Err(E::Full) if s.usage().log_pages as usize == N => {}
                     Err(e) => assert!(acceptable(&e, false), "{what}: remove {k}: {e:?}"),
                 },
                 1 => match block_on(s.remove_deferred(k)) {
