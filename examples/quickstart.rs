@@ -30,7 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         block_on(store.put(Key::command(seq), &[&[topic.len() as u8], topic, reading.as_bytes()]))?;
     }
     let usage = store.usage();
-    println!("offline: persisted {BURST} publishes ({} bytes live, {} pages in the log)", usage.live_bytes, usage.log_pages);
+    println!(
+        "offline: persisted {BURST} publishes ({} bytes live, {} pages in the log)",
+        usage.live_bytes, usage.log_pages
+    );
 
     // RAM: the store struct and its largest operation futures, measured, not estimated.
     let mut buf = [0u8; 512];
