@@ -91,21 +91,106 @@ pub const KEYS: [Key; 16] = [
 const PENDING_CAP: usize = 32;
 
 /// Strict mode: no guard against known store bugs (the regression tests of those bugs set it).
-static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+thread_local! {
+    static STRICT: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Turns off the guards that keep the fuzzers from re-finding known, reported store bugs (see
 /// `tests/known_bugs.rs`): the regression tests of those bugs run strict.
 pub fn set_strict(strict: bool) {
-    STRICT.store(strict, std::sync::atomic::Ordering::Relaxed);
+    STRICT.with(|s| s.set(strict));
 }
 
 fn strict() -> bool {
-    STRICT.load(std::sync::atomic::Ordering::Relaxed)
+    STRICT.with(|s| s.get())
 }
 
 /// `HARNESS_TRACE=1` prints every step (replaying a crash input in a test).
 fn trace() -> bool {
     std::env::var_os("HARNESS_TRACE").is_some()
+}
+
+/// Prints every page header and record tag of an image (trace mode).
+fn dump(image: &[u8], page: usize, ws: usize) {
+    use mqtt_persist::codec::{HeaderState, PageHeader};
+    for (p, chunk) in image.chunks(page).enumerate() {
+        let h = PageHeader::decode(chunk[..32].try_into().unwrap());
+        eprintln!("page {p}: {h:?}");
+        if !matches!(h, HeaderState::Valid(_)) {
+            continue;
+        }
+        let mut off = 32;
+        while off + 4 <= page {
+            let word = u32::from_le_bytes(chunk[off..off + 4].try_into().unwrap());
+            match Tag::decode(word) {
+                Ok(t) if off + 8 + t.data_len() <= page => {
+                    let len = t.data_len();
+                    let crc = u32::from_le_bytes(chunk[off + 4 + len..off + 8 + len].try_into().unwrap());
+                    let ok = crc == record_crc(word, &[&chunk[off + 4..off + 4 + len]]);
+                    eprintln!("  {off:5}: {t:?} crc_ok={ok}");
+                    off += stored_len(len, ws);
+                }
+                _ => {
+                    eprintln!("  {off:5}: {word:08x}");
+                    match (off + ws..page)
+                        .step_by(ws)
+                        .find(|&o| o + 4 <= page && chunk[o..o + 4] != [0xFF; 4])
+                    {
+                        Some(next) => off = next,
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// KNOWN BUG (tests/known_bugs.rs, torn put resurrected): whether some page of the image that
+/// is not the newest holds a record with a valid tag and a bad CRC while the next page's header
+/// does not flag it `prev_torn`. The store then reads that torn record as a complete put; outside
+/// strict mode a scenario stops at the mount that would see such an image.
+pub fn torn_record_unflagged(image: &[u8], page: usize, ws: usize) -> bool {
+    use mqtt_persist::codec::{HeaderState, PageHeader, RecordType, SYNC_MAGIC};
+    let n = image.len() / page;
+    let header = |p: usize| match PageHeader::decode(image[p * page..p * page + 32].try_into().unwrap()) {
+        HeaderState::Valid(h) => Some(h),
+        _ => None,
+    };
+    let sync_word = Tag::new(RecordType::Sync, false, 8, 0).encode();
+    (0..n).any(|p| {
+        let (Some(h), Some(next)) = (header(p), header((p + 1) % n)) else {
+            return false;
+        };
+        if next.seq != h.seq.wrapping_add(1) || next.prev_torn {
+            return false;
+        }
+        let pg = &image[p * page..(p + 1) * page];
+        let word_at = |o: usize| u32::from_le_bytes(pg[o..o + 4].try_into().unwrap());
+        let mut off = PAGE_HEADER_LEN;
+        while off + 8 <= page {
+            match Tag::decode(word_at(off)) {
+                Ok(t) if off + 8 + t.data_len() <= page => {
+                    let len = t.data_len();
+                    let crc = u32::from_le_bytes(pg[off + 4 + len..off + 8 + len].try_into().unwrap());
+                    if crc != record_crc(word_at(off), &[&pg[off + 4..off + 4 + len]]) {
+                        return true;
+                    }
+                    off += stored_len(len, ws);
+                }
+                _ => {
+                    // Writing may have resumed behind a Sync record.
+                    let next_sync = (off + ws..page.saturating_sub(16))
+                        .step_by(ws)
+                        .find(|&o| word_at(o) == sync_word && word_at(o + 4) == SYNC_MAGIC);
+                    match next_sync {
+                        Some(o) => off = o,
+                        None => break,
+                    }
+                }
+            }
+        }
+        false
+    })
 }
 
 // ------------------------------------------------------------------------------------------ probe
@@ -543,6 +628,9 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                 }
                 Op::Remount => {
                     s = remount(s, max);
+                    if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
+                        return;
+                    }
                     let rep = s.mount_report();
                     assert_eq!((rep.damaged_pages, rep.damaged_records), (0, 0), "{ctx}");
                     assert!(cuts || !rep.torn_tail, "{ctx}: torn tail without a cut");
@@ -587,7 +675,10 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
         }
         if matches!(r, Err(E::Flash(SimFlashError::PowerCut))) {
             assert!(!s.flash().powered(), "{ctx}: PowerCut error with power on");
-            s = recover(s, max, &before, Some(op), &ctx);
+            let Some(r) = recover(s, max, &before, Some(op), &ctx) else {
+                return;
+            };
+            s = r;
             m = model_from(&mut s, &before, &ctx);
             continue;
         }
@@ -679,7 +770,10 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                 let r = block_on(s.remove_deferred(*k));
                 if matches!(r, Err(E::Flash(SimFlashError::PowerCut))) {
                     // The set was full and its flush was cut.
-                    s = recover(s, max, &before, Some(op), &ctx);
+                    let Some(r) = recover(s, max, &before, Some(op), &ctx) else {
+                        return;
+                    };
+                    s = r;
                     m = model_from(&mut s, &before, &ctx);
                     continue;
                 }
@@ -733,6 +827,9 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                 // old values (and their old place in the insertion order); the others stay.
                 let expect_back = s.pending_removals() - m.valueless_pending();
                 s = remount(s, max);
+                if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
+                    return;
+                }
                 let rep = s.mount_report();
                 assert_eq!((rep.damaged_pages, rep.damaged_records), (0, 0), "{ctx}");
                 assert!(cuts || !rep.torn_tail, "{ctx}: torn tail without a cut");
@@ -761,7 +858,10 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
         if !s.flash().powered() {
             // The cut fired during a write whose failure the store absorbed, and the operation
             // completed: it must be durable like any other.
-            s = recover(s, max, &m, None, &ctx);
+            let Some(r) = recover(s, max, &m, None, &ctx) else {
+                return;
+            };
+            s = r;
             m = model_from(&mut s, &m, &ctx);
             continue;
         }
@@ -785,7 +885,10 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
         let r = block_on(s.close());
         if matches!(r, Err(E::Flash(SimFlashError::PowerCut))) {
             let before = m.clone();
-            s = recover(s, max, &before, Some(&Op::Close), "final close");
+            let Some(r) = recover(s, max, &before, Some(&Op::Close), "final close") else {
+                return;
+            };
+            s = r;
             m = model_from(&mut s, &before, "final close");
         } else {
             assert_eq!(r, Ok(()), "{geo}: final close");
@@ -796,7 +899,14 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
         m.pending.clear();
         m.open = None;
     }
+    if trace() {
+        eprintln!("== final");
+        dump(s.flash().inner.as_bytes(), P, W);
+    }
     for round in 0..2 {
+        if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
+            return;
+        }
         for (i, (c, uri)) in IDS.iter().enumerate() {
             assert_eq!(block_on(s.open(c, uri)), Ok(()));
             check_all(&mut s, &m, i, &universe, &format!("{geo} final round {round} ns {i}"));
@@ -817,8 +927,15 @@ fn recover<'a, const P: usize, const N: usize, const R: usize, const W: usize>(
     before: &Model,
     interrupted: Option<&Op>,
     ctx: &str,
-) -> S<'a, P, N, R, W> {
+) -> Option<S<'a, P, N, R, W>> {
     let mut s = remount(s, max);
+    if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
+        return None;
+    }
+    if trace() {
+        eprintln!("== recovery {ctx}: {:?}", s.mount_report());
+        dump(s.flash().inner.as_bytes(), P, W);
+    }
     let rep = s.mount_report();
     assert_eq!(
         rep.damaged_pages + rep.damaged_records,
@@ -842,7 +959,7 @@ fn recover<'a, const P: usize, const N: usize, const R: usize, const W: usize>(
         let (c, uri) = IDS[i];
         assert_eq!(block_on(s.open(c, uri)), Ok(()), "{ctx}");
     }
-    s
+    Some(s)
 }
 
 /// A model matching the recovered store: values as found, insertion order as `keys()` lists them.
@@ -1001,6 +1118,10 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
         }
     };
     let mut s = s;
+    if trace() {
+        eprintln!("== mounted P={P} N={N} W={W}: {:?}", s.mount_report());
+        dump(&img, P, W);
+    }
     let mut buf = vec![0u8; P];
     let mut written: Vec<(Key, Vec<u8>)> = Vec::new();
     for (i, (c, uri)) in IDS.iter().take(2).enumerate() {
@@ -1059,7 +1180,26 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
     }
     // Remounting what the store wrote itself works, and its puts are still there.
     let probe = s.into_flash();
+    // KNOWN BUG (tests/known_bugs.rs, sequence wrap): on an image whose newest header has a
+    // sequence number near u32::MAX the next page's sequence number wraps and the page is not
+    // part of the log at the next mount. Unreachable by wear; skip the durability check.
+    let wraps = (0..N).any(|p| {
+        matches!(
+            mqtt_persist::codec::PageHeader::decode(img[p * P..p * P + 32].try_into().unwrap()),
+            mqtt_persist::codec::HeaderState::Valid(h) if h.seq > u32::MAX - 4 * N as u32
+        )
+    });
+    if wraps && !strict() {
+        written.clear();
+    }
     probe.budget();
+    if trace() {
+        eprintln!(
+            "== before remount, written {:?}",
+            written.iter().map(|w| w.0).collect::<Vec<_>>()
+        );
+        dump(probe.inner.as_bytes(), P, W);
+    }
     let mut s: S<'_, P, N, R, W> = match block_on(Store::mount(probe, Config::new(max))) {
         Ok(s) => s,
         Err((_, e)) => panic!("remount after writing on an image that mounted: {e:?}"),
