@@ -145,10 +145,12 @@ fn dump(image: &[u8], page: usize, ws: usize) {
     }
 }
 
-/// KNOWN BUG (tests/known_bugs.rs, torn put resurrected): whether some page of the image that
-/// is not the newest holds a record with a valid tag and a bad CRC while the next page's header
-/// does not flag it `prev_torn`. The store then reads that torn record as a complete put; outside
-/// strict mode a scenario stops at the mount that would see such an image.
+/// KNOWN BUG (tests/known_bugs.rs, torn page not flagged): whether some page of the image that
+/// is not the newest holds the remains of an interrupted write (a record with a valid tag and a
+/// bad CRC, or a non-erased invalid tag) while the next page's header does not flag it
+/// `prev_torn`. The store then scans it tags-only: a torn record counts as a complete put, and
+/// garbage ends the scan (damage reported, records written behind the Sync lost). Outside strict
+/// mode a scenario stops at the mount that would see such an image.
 pub fn torn_record_unflagged(image: &[u8], page: usize, ws: usize) -> bool {
     use mqtt_persist::codec::{HeaderState, PageHeader, RecordType, SYNC_MAGIC};
     let n = image.len() / page;
@@ -176,6 +178,10 @@ pub fn torn_record_unflagged(image: &[u8], page: usize, ws: usize) -> bool {
                         return true;
                     }
                     off += stored_len(len, ws);
+                }
+                Err(mqtt_persist::codec::TagError::Invalid) | Ok(_) if word_at(off) != u32::MAX => {
+                    // Garbage the store's tags-only scan stops at (reported as damage).
+                    return true;
                 }
                 _ => {
                     // Writing may have resumed behind a Sync record.
@@ -628,6 +634,10 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                 }
                 Op::Remount => {
                     s = remount(s, max);
+                    if trace() {
+                        eprintln!("== remount {ctx}: {:?}", s.mount_report());
+                        dump(s.flash().inner.as_bytes(), P, W);
+                    }
                     if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
                         return;
                     }
@@ -758,7 +768,9 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                 }
             },
             Op::Remove(k) => {
-                if m.live[ns].remove(k).is_some() {
+                if m.live[ns].contains_key(k) && r == Err(E::Full) && !strict() {
+                    // KNOWN BUG (tests/known_bugs.rs): remove can fail with Full near capacity.
+                } else if m.live[ns].remove(k).is_some() {
                     assert_eq!(r, Ok(()), "{ctx}");
                 } else {
                     assert_eq!(r, Err(E::NotFound), "{ctx}");
@@ -1102,6 +1114,17 @@ pub fn build_image(page: usize, pages: usize, write: usize, flags: u8, body: &[u
 
 fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bool, flags: u8, body: &[u8]) {
     let img = build_image(P, N, W, flags, body);
+    // KNOWN BUG (tests/known_bugs.rs, sequence wrap): on an image whose newest header has a
+    // sequence number near u32::MAX the next page's sequence number wraps: the page is not part
+    // of the log (reads miss it, the next mount drops it). Unreachable by wear; outside strict
+    // mode the read-back checks are skipped for such images.
+    let wraps = !strict()
+        && (0..N).any(|p| {
+            matches!(
+                mqtt_persist::codec::PageHeader::decode(img[p * P..p * P + 32].try_into().unwrap()),
+                mqtt_persist::codec::HeaderState::Valid(h) if h.seq > u32::MAX - 4 * N as u32
+            )
+        });
     let mut flash = SimFlash::<P, N, R, W>::boxed();
     flash.set_ecc(ecc);
     flash.load_image(&img);
@@ -1153,6 +1176,7 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
             let v = vec![j as u8 ^ 0x5A; (j as usize * 37) % max.max(1)];
             s.flash().budget();
             match block_on(s.put(k, &[&v])) {
+                Ok(()) if wraps => {}
                 Ok(()) => {
                     s.flash().budget();
                     assert_eq!(
@@ -1180,16 +1204,7 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
     }
     // Remounting what the store wrote itself works, and its puts are still there.
     let probe = s.into_flash();
-    // KNOWN BUG (tests/known_bugs.rs, sequence wrap): on an image whose newest header has a
-    // sequence number near u32::MAX the next page's sequence number wraps and the page is not
-    // part of the log at the next mount. Unreachable by wear; skip the durability check.
-    let wraps = (0..N).any(|p| {
-        matches!(
-            mqtt_persist::codec::PageHeader::decode(img[p * P..p * P + 32].try_into().unwrap()),
-            mqtt_persist::codec::HeaderState::Valid(h) if h.seq > u32::MAX - 4 * N as u32
-        )
-    });
-    if wraps && !strict() {
+    if wraps {
         written.clear();
     }
     probe.budget();
@@ -1320,6 +1335,13 @@ fn run_hooks<const P: usize, const N: usize, const R: usize, const W: usize>(u: 
                 let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
                 let st = t.inner().flash().inner.stats();
                 let r = block_on(t.put(k, &refs));
+                if trace() {
+                    eprintln!(
+                        "{ctx}: put {k} {p:?} (plain {}) -> {r:?} usage {:?}",
+                        v.len,
+                        t.inner().usage()
+                    );
+                }
                 let unchanged = |t: &mut Transformed<S<'_, P, N, R, W>, FuzzHooks, HOOK_BUF>| {
                     let now = t.inner().flash().inner.stats();
                     assert_eq!(
@@ -1377,7 +1399,12 @@ fn run_hooks<const P: usize, const N: usize, const R: usize, const W: usize>(u: 
             }
             6 => {
                 let r = block_on(t.remove(k));
-                if model.remove(&k).is_some() {
+                if trace() {
+                    eprintln!("{ctx}: remove {k} -> {r:?} usage {:?}", t.inner().usage());
+                }
+                if model.contains_key(&k) && r == Err(E::Full) && !strict() {
+                    // KNOWN BUG (tests/known_bugs.rs): remove can fail with Full near capacity.
+                } else if model.remove(&k).is_some() {
                     assert_eq!(r, Ok(()), "{ctx}");
                 } else {
                     assert_eq!(r, Err(E::NotFound), "{ctx}");
