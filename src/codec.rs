@@ -37,7 +37,10 @@ pub const RECORD_OVERHEAD: usize = 8;
 pub const TAG_LEN: usize = 4;
 /// The largest data length one fragment can carry (11-bit `arg`).
 pub const MAX_FRAGMENT_DATA: usize = (1 << 11) - 1;
-/// A tag word that reads as erased flash: the end of the written part of a page.
+/// Largest `Batch` data: base id and a 32-byte bitmap (256 ids).
+pub const MAX_BATCH_DATA: usize = 36;
+/// A tag word that reads as erased flash: the end of the written part of a page, unless a
+/// `Sync` record follows (writing resumed after an interrupted write).
 pub const ERASED_TAG: u32 = u32::MAX;
 
 /// The CRC used for page headers and records: CRC-32C (Castagnoli), chosen for its better
@@ -133,7 +136,8 @@ pub enum RecordType {
     /// 0x7: removes a key; `arg` = kind code, no data.
     Tombstone,
     /// 0x8: removes several keys of one kind; `id_low` = kind code, data = base id u32 and a
-    /// u32 bitmap (bit i removes `base + i`); `arg` = 8.
+    /// bitmap of 4 to 32 bytes (bit i of byte j removes `base + 8j + i`); `arg` = data length,
+    /// 8 to 36 and a multiple of 4.
     Batch,
     /// 0x9: removes every key of the current namespace written before it; no data.
     Clear,
@@ -247,7 +251,12 @@ impl Tag {
             && match ty {
                 RecordType::Put(_) | RecordType::Cont => true,
                 RecordType::Tombstone => Kind::from_code(tag.arg as u8).is_some() && tag.arg < 8,
-                RecordType::Batch => tag.arg == 8 && Kind::from_code(tag.id_low as u8).is_some() && tag.id_low < 8,
+                RecordType::Batch => {
+                    (8..=MAX_BATCH_DATA as u16).contains(&tag.arg)
+                        && tag.arg.is_multiple_of(4)
+                        && Kind::from_code(tag.id_low as u8).is_some()
+                        && tag.id_low < 8
+                }
                 RecordType::Clear => tag.arg == 0 && tag.id_low == 0,
                 RecordType::IdHigh => {
                     matches!(Kind::from_code(tag.arg as u8), Some(Kind::Command | Kind::Queued)) && tag.arg < 8

@@ -5,8 +5,10 @@
 //! - Pages in the log are consecutive in ring order with consecutive sequence numbers, from the
 //!   tail (oldest) to the head (newest). Every other page is free.
 //! - At least one free page exists whenever the log is not empty (compaction's reserve).
-//! - A word is written at most once between erases: appends only move forward, a page whose
-//!   tail is in doubt (torn write, failed write) is sealed and never written again.
+//! - A word is written at most once between erases: appends only move forward; after an
+//!   interrupted write (power cut, failed write, dropped future) writing resumes past
+//!   everything that write can have touched, behind a `Sync` record, or the page is sealed.
+//!   Such a page is read with every CRC checked (`F_TORN`), and the next page header says so.
 //! - The newest event for a key (put, tombstone, batch bit or clear) decides its state.
 //!
 //! Nothing here allocates; RAM is [`PageInfo`] per page plus a few words.
@@ -14,14 +16,19 @@
 use embedded_storage_async::nor_flash::NorFlash;
 
 use crate::codec::{
-    CRC, ERASED_TAG, HeaderState, MAX_FRAGMENT_DATA, PAGE_HEADER_LEN, PageHeader, RECORD_OVERHEAD, RecordType, TAG_LEN,
-    Tag, TagError, full_id, id_high_of, le32, round_up, stored_len,
+    CRC, ERASED_TAG, HeaderState, MAX_BATCH_DATA, MAX_FRAGMENT_DATA, PAGE_HEADER_LEN, PageHeader, RECORD_OVERHEAD,
+    RecordType, TAG_LEN, Tag, TagError, full_id, id_high_of, le32, round_up, stored_len,
 };
 use crate::error::Error;
 use crate::key::{Key, Kind};
 
 /// Keys resolved per liveness pass, and the capacity of the deferred-removal set.
 pub const BATCH: usize = 32;
+/// Keys returned per `keys()` call (each call is one pass over the log).
+pub const KEYS_BATCH: usize = 16;
+/// Puts remembered with their location, so removing or reading a recent key needs no scan.
+const RECENT: usize = 32;
+const RECENT_EMPTY: u32 = u32::MAX;
 /// A record is split at a page end only if at least this much data fits before it; smaller
 /// tails are left unused so small records stay in one piece (one read, one CRC).
 const MIN_SPLIT: usize = 64;
@@ -140,6 +147,8 @@ struct Entry {
     key: Option<Key>,
     stamp: Stamp,
     aux: [u8; 8],
+    /// For a `Batch`: ids covered, up to and including the highest set bit (0 if none).
+    span: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -166,7 +175,8 @@ pub struct MountReport {
     pub damaged_pages: u32,
     /// Pages where a structurally broken record cut the scan short (records after it lost).
     pub damaged_records: u32,
-    /// The newest page ended in an interrupted write (expected after a power cut; not damage).
+    /// The head page ends in the remains of an interrupted write (expected after a power cut;
+    /// not damage). Writing resumes past it.
     pub torn_tail: bool,
     /// Pages in the log.
     pub log_pages: u32,
@@ -212,10 +222,19 @@ pub struct Log<F: NorFlash, const N: usize> {
     erase_max: u32,
     pending: [Key; BATCH],
     pending_len: u8,
+    /// The namespace the pending removals belong to.
+    pending_ns: u64,
     max_value: u32,
     report: MountReport,
     /// The head page was sealed after an interrupted write: the next page header says so.
     prev_torn: bool,
+    /// A record write is under way (see [`Self::write_record`]).
+    in_flight: bool,
+    /// The newest puts of namespace `recent_ns`: (id, kind:3 | page:12 | offset:17). An entry
+    /// is dropped whenever its record stops being its key's newest event, so a hit is exact.
+    recent: [(u32, u32); RECENT],
+    recent_next: u8,
+    recent_ns: u64,
     /// Namespaces of the records in the log: `None` none yet, `Some(Some(ns))` only `ns`,
     /// `Some(None)` more than one (conservative: never narrowed again until the log is empty).
     log_ns: Option<Option<u64>>,
@@ -229,13 +248,15 @@ fn ws<F: NorFlash>() -> usize {
     F::WRITE_SIZE
 }
 
-/// Live units charged for a record that takes `stored` bytes: its size in 8-byte units plus
-/// one unit held back for the tombstone that will remove it (so a remove never meets "full").
-pub fn units(stored: u32) -> u16 {
-    (stored.div_ceil(8) + 1).min(u16::MAX as u32) as u16
-}
-
 impl<F: NorFlash, const N: usize> Log<F, N> {
+    /// Live units charged for a record that takes `stored` bytes: its size in 8-byte units
+    /// plus the size of the tombstone that will remove it, held back so a remove never meets
+    /// "full".
+    pub fn units(stored: u32) -> u16 {
+        let tombstone = stored_len(0, F::WRITE_SIZE) as u32;
+        (stored.div_ceil(8) + tombstone.div_ceil(8)).min(u16::MAX as u32) as u16
+    }
+
     /// Checks the geometry the crate supports; see `docs/DESIGN.md` for the reasons.
     pub fn check_geometry(flash: &F) -> bool {
         let page = F::ERASE_SIZE;
@@ -284,9 +305,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             erase_max: 0,
             pending: [Key::sent(0); BATCH],
             pending_len: 0,
+            pending_ns: 0,
             max_value,
             report: MountReport::default(),
             prev_torn: false,
+            in_flight: false,
+            recent: [(0, RECENT_EMPTY); RECENT],
+            recent_next: 0,
+            recent_ns: 0,
             log_ns: None,
         };
         match log.mount_inner().await {
@@ -297,7 +323,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     async fn mount_inner(&mut self) -> Res<(), F> {
         let mut newest: Option<(u16, PageHeader)> = None;
-        let mut headers = [None::<PageHeader>; N];
         for p in 0..N as u16 {
             let h = self.read_header(p).await?;
             match h {
@@ -307,7 +332,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 HeaderState::Valid(h) => {
                     self.pages[p as usize].flags = F_DIRTY;
                     self.erase_max = self.erase_max.max(h.erase_count);
-                    headers[p as usize] = Some(h);
                     if newest.is_none_or(|(_, n)| h.seq > n.seq) {
                         newest = Some((p, h));
                     }
@@ -340,7 +364,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.summarize(head, &e);
         }
         self.report.torn_tail = c.torn_end;
-        if !c.skipped {
+        if c.skipped {
+            // Garbage from an earlier session sits in the head page: whichever session leaves
+            // it must say so in the next page header.
+            self.prev_torn = true;
+        } else {
             self.pages[head as usize].flags &= !F_TORN;
         }
         self.head_off = c.off;
@@ -349,12 +377,29 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let tail_seq = retired.min(hh.seq).max(hh.seq.saturating_sub(N as u32 - 1));
         self.len = (hh.seq - tail_seq + 1) as u16;
 
-        // Older log pages, oldest first, tags only.
+        // Older log pages, oldest first, tags only. Headers are read again rather than kept
+        // from the first pass, so mount needs no per-page stack array; each page's successor
+        // header (read one step ahead) says whether the page ended torn.
         let mut chain_start: Option<u16> = None;
+        let valid = |h: HeaderState| match h {
+            HeaderState::Valid(h) => Some(h),
+            _ => None,
+        };
+        let mut next_h = if self.len > 1 {
+            valid(self.read_header(self.ring_back(head, self.len - 1)).await?)
+        } else {
+            None
+        };
         for d in (1..self.len).rev() {
             let p = self.ring_back(head, d);
             let expect = hh.seq - d as u32;
-            let Some(h) = headers[p as usize].filter(|h| h.seq == expect) else {
+            let this_h = next_h;
+            next_h = if d == 1 {
+                Some(hh)
+            } else {
+                valid(self.read_header(self.ring_back(head, d - 1)).await?)
+            };
+            let Some(h) = this_h.filter(|h| h.seq == expect) else {
                 self.report.damaged_pages += 1;
                 self.pages[p as usize] = PageInfo {
                     flags: F_EXACT,
@@ -363,8 +408,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 chain_start = None;
                 continue;
             };
-            let succ = headers[Self::next_page(p) as usize];
-            let torn = succ.is_some_and(|s| s.seq == expect + 1 && s.prev_torn);
+            let torn = next_h.is_some_and(|s| s.seq == expect + 1 && s.prev_torn);
             self.pages[p as usize] = PageInfo {
                 flags: if torn { F_TORN } else { 0 },
                 ..PageInfo::FREE
@@ -393,7 +437,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         if let Some(s) = chain_start.filter(|_| lead_cont > 0) {
             let info = &mut self.pages[s as usize];
-            info.live = info.live.saturating_add(units(lead_cont));
+            info.live = info.live.saturating_add(Self::units(lead_cont));
         }
         self.report.log_pages = self.len as u32;
         Ok(())
@@ -413,7 +457,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             RecordType::Put(kind) => {
                 let id = e.key.map_or(0, |k| k.id());
                 info.note(kind, id, id);
-                info.live = info.live.saturating_add(units(stored));
+                info.live = info.live.saturating_add(Self::units(stored));
             }
             RecordType::Tombstone => {
                 if let Some(k) = e.key {
@@ -421,11 +465,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
             }
             RecordType::Batch => {
-                if let Some(kind) = e.tag.kind() {
+                if let (Some(kind), true) = (e.tag.kind(), e.span > 0) {
                     let base = le32(&e.aux[0..4]);
-                    let bits = le32(&e.aux[4..8]);
-                    let top = 31 - bits.leading_zeros().min(31);
-                    info.note(kind, base, base.saturating_add(top));
+                    info.note(kind, base, base.saturating_add(e.span - 1));
                 }
             }
             RecordType::Clear => info.flags |= F_CLEAR,
@@ -579,6 +621,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 key: None,
                 stamp: (c.seq, c.puts, ((c.seq as u64) << 32) | c.off as u64),
                 aux: [0xFF; 8],
+                span: 0,
             });
             match e {
                 Some(e) if !torn || self.record_crc_ok(c.page, &e).await? => break (e.tag, e),
@@ -613,6 +656,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     .await?;
             }
             _ => {}
+        }
+        if tag.ty == RecordType::Batch {
+            let mut bitmap = [0u8; MAX_BATCH_DATA - 4];
+            let n = tag.data_len() - 4;
+            self.read(Self::addr(c.page, c.off + TAG_LEN as u32 + 4), &mut bitmap[..n])
+                .await?;
+            e.span = bitmap[..n]
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |j| 8 * j as u32 + 8 - bitmap[j].leading_zeros());
         }
         match tag.ty {
             RecordType::Put(kind) => {
@@ -675,7 +728,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(None)
     }
 
-    /// Reads a record's data to check its CRC (used on the head page at mount).
+    /// Reads a record's data to check its CRC (pages read in torn mode).
     async fn record_crc_ok(&mut self, p: u16, e: &Entry) -> Res<bool, F> {
         self.crc_ok_at(p, e.off, e.tag).await
     }
@@ -689,6 +742,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             key: None,
             stamp: (0, 0, 0),
             aux: [0; 8],
+            span: 0,
         };
         let mut digest = CRC.digest();
         digest.update(&e.tag.encode().to_le_bytes());
@@ -709,16 +763,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Where the fragment after one ending at `(p, end)` starts: later in the same page, or
     /// first in the next page of the log. `None` if the log ends there.
     async fn next_fragment_at(&mut self, p: u16, end: u32) -> Res<Option<(u16, u32, u32)>, F> {
-        let limit = if p == self.head {
-            self.head_off
-        } else {
-            page_size::<F>()
-        };
-        if end as usize + TAG_LEN <= limit as usize {
-            let word = self.read_u32(Self::addr(p, end)).await?;
-            if word != ERASED_TAG {
-                return Ok(Some((p, end, word)));
+        // The writer only moves to the next page when not even one more data byte fits here.
+        if (page_size::<F>() - end) as usize > RECORD_OVERHEAD {
+            let limit = if p == self.head {
+                self.head_off
+            } else {
+                page_size::<F>()
+            };
+            if end as usize + TAG_LEN > limit as usize {
+                return Ok(None);
             }
+            let word = self.read_u32(Self::addr(p, end)).await?;
+            return Ok(Some((p, end, word)));
         }
         if p == self.head {
             return Ok(None);
@@ -738,12 +794,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut stored = stored_len(tag.data_len(), ws::<F>()) as u32;
         let mut len = tag.data_len() as u32;
         let (mut page, mut end, mut more) = (p, off + stored, tag.more);
+        let mut index = 0u16;
         while more {
             let Some((np, noff, word)) = self.next_fragment_at(page, end).await? else {
                 return Ok(None);
             };
+            index = index.wrapping_add(1);
             let t = match Tag::decode(word) {
-                Ok(t) if t.ty == RecordType::Cont => t,
+                Ok(t) if t.ty == RecordType::Cont && t.id_low == index => t,
                 _ => return Ok(None),
             };
             // In a page that ended in an interrupted write, a fragment counts only if whole.
@@ -763,11 +821,23 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Resolves the newest event of each wanted `(namespace, key)`, newest page first, skipping
     /// pages whose summary cannot hold the key. Pending deferred removals count as removed.
     pub async fn locate_many(&mut self, want: &[(u64, Key)], out: &mut [Loc]) -> Res<(), F> {
+        self.locate_inner(want, out, true).await
+    }
+
+    /// [`Self::locate_many`] ignoring pending deferred removals: where the records still are.
+    async fn locate_many_raw(&mut self, want: &[(u64, Key)], out: &mut [Loc]) -> Res<(), F> {
+        self.locate_inner(want, out, false).await
+    }
+
+    async fn locate_inner(&mut self, want: &[(u64, Key)], out: &mut [Loc], honor_pending: bool) -> Res<(), F> {
         let n = want.len().min(BATCH).min(out.len());
         let mut resolved = [false; BATCH];
         for i in 0..n {
             out[i] = Loc::Absent;
-            if self.is_pending(want[i].1) {
+            if honor_pending && self.is_pending(want[i].0, want[i].1) {
+                resolved[i] = true;
+            } else if let Some(loc) = self.recent_loc(want[i].0, want[i].1).await? {
+                out[i] = loc;
                 resolved[i] = true;
             }
         }
@@ -809,16 +879,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     }
                     RecordType::Batch => {
                         let base = le32(&e.aux[0..4]);
-                        let bits = le32(&e.aux[4..8]);
                         for i in 0..n {
                             let k = want[i].1;
                             let bit = k.id().wrapping_sub(base);
-                            if !resolved[i]
-                                && want[i].0 == e.ns
-                                && Some(k.kind()) == e.tag.kind()
-                                && bit < 32
-                                && bits & (1 << bit) != 0
-                            {
+                            if resolved[i] || want[i].0 != e.ns || Some(k.kind()) != e.tag.kind() || bit >= e.span {
+                                continue;
+                            }
+                            let mut byte = [0u8; 1];
+                            self.read(Self::addr(p, e.off + TAG_LEN as u32 + 4 + bit / 8), &mut byte)
+                                .await?;
+                            if byte[0] & (1 << (bit % 8)) != 0 {
                                 ev[i] = Some(Loc::Absent);
                             }
                         }
@@ -846,11 +916,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Where the newest record of one key is, ignoring pending deferred removals (the record
     /// is still on flash and charged until the removal is written).
     pub async fn locate_raw(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
-        let (saved, n) = (self.pending, self.pending_len);
-        self.pending_len = 0;
-        let r = self.locate(ns, key).await;
-        (self.pending, self.pending_len) = (saved, n);
-        r
+        let mut out = [Loc::Absent];
+        self.locate_inner(&[(ns, key)], &mut out, false).await?;
+        Ok(out[0])
     }
 
     /// The tag of the record at `(page, off)`.
@@ -867,7 +935,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Where the current value of one key is.
     pub async fn locate(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
         let mut out = [Loc::Absent];
-        self.locate_many(&[(ns, key)], &mut out).await?;
+        self.locate_inner(&[(ns, key)], &mut out, true).await?;
         Ok(out[0])
     }
 
@@ -875,15 +943,85 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     pub fn uncharge(&mut self, loc: Loc) {
         if let Loc::At { page, stored, .. } = loc {
             let info = &mut self.pages[page as usize];
-            info.live = info.live.saturating_sub(units(stored));
+            info.live = info.live.saturating_sub(Self::units(stored));
         }
+    }
+
+    // ---------------------------------------------------------------- recent puts
+
+    fn recent_find(&self, key: Key) -> Option<usize> {
+        self.recent
+            .iter()
+            .position(|&(id, meta)| meta != RECENT_EMPTY && id == key.id() && meta >> 29 == key.kind().code() as u32)
+    }
+
+    /// Remembers that the newest record of `key` (namespace `ns`) starts at `(page, off)`;
+    /// records moved by compaction only update an entry that is already there.
+    fn recent_put(&mut self, ns: u64, key: Key, page: u16, off: u32, insert: bool) {
+        if ns != self.recent_ns {
+            if !insert {
+                return;
+            }
+            self.recent_clear();
+            self.recent_ns = ns;
+        }
+        let meta = ((key.kind().code() as u32) << 29) | ((page as u32) << 17) | off;
+        let slot = match self.recent_find(key) {
+            Some(i) => i,
+            None if !insert => return,
+            None => {
+                let i = self.recent_next as usize;
+                self.recent_next = ((i + 1) % RECENT) as u8;
+                i
+            }
+        };
+        self.recent[slot] = (key.id(), meta);
+    }
+
+    /// Forgets `key` (its newest event is now a removal).
+    fn recent_drop(&mut self, ns: u64, key: Key) {
+        if ns == self.recent_ns {
+            if let Some(i) = self.recent_find(key) {
+                self.recent[i].1 = RECENT_EMPTY;
+            }
+        }
+    }
+
+    /// Forgets every entry pointing into page `p` (it left the log).
+    fn recent_drop_page(&mut self, p: u16) {
+        for e in self.recent.iter_mut() {
+            if e.1 != RECENT_EMPTY && (e.1 >> 17) & 0xFFF == p as u32 {
+                e.1 = RECENT_EMPTY;
+            }
+        }
+    }
+
+    fn recent_clear(&mut self) {
+        self.recent = [(0, RECENT_EMPTY); RECENT];
+    }
+
+    /// The location of `key` if it is a recent put: read its tag to check and size it.
+    async fn recent_loc(&mut self, ns: u64, key: Key) -> Res<Option<Loc>, F> {
+        let Some(i) = self.recent_find(key).filter(|_| ns == self.recent_ns) else {
+            return Ok(None);
+        };
+        let meta = self.recent[i].1;
+        let (page, off) = (((meta >> 17) & 0xFFF) as u16, meta & 0x1_FFFF);
+        let tag = match self.tag_at(page, off).await {
+            Ok(t) if t.ty == RecordType::Put(key.kind()) && t.id_low == key.id() as u16 => t,
+            _ => return Ok(None),
+        };
+        Ok(self
+            .chain_extent(page, off, tag)
+            .await?
+            .map(|(stored, len)| Loc::At { page, off, stored, len }))
     }
 
     // ---------------------------------------------------------------- deferred removals
 
-    /// Whether a deferred removal of `key` is waiting to be written.
-    pub fn is_pending(&self, key: Key) -> bool {
-        self.pending[..self.pending_len as usize].contains(&key)
+    /// Whether a deferred removal of `key` in namespace `ns` is waiting to be written.
+    pub fn is_pending(&self, ns: u64, key: Key) -> bool {
+        ns == self.pending_ns && self.pending[..self.pending_len as usize].contains(&key)
     }
 
     /// Forgets a pending removal (the key is being written again, or removed durably).
@@ -898,9 +1036,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
     }
 
-    /// Adds a pending removal; `false` if the set is full (flush first).
-    pub fn pend(&mut self, key: Key) -> bool {
-        if self.pending_len as usize == BATCH {
+    /// Adds a pending removal for namespace `ns`; `false` if the set is full or holds another
+    /// namespace's removals (flush first).
+    pub fn pend(&mut self, ns: u64, key: Key) -> bool {
+        if self.pending_len == 0 {
+            self.pending_ns = ns;
+        }
+        if self.pending_len as usize == BATCH || ns != self.pending_ns {
             return false;
         }
         self.pending[self.pending_len as usize] = key;
@@ -913,68 +1055,88 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         &self.pending[..self.pending_len as usize]
     }
 
-    /// Writes all pending removals as `Batch` records (32 ids of one kind each) and charges
-    /// them off their pages.
-    pub async fn flush_pending(&mut self, ns: u64) -> Res<(), F> {
-        while self.pending_len > 0 {
-            // Group: the smallest pending id of the first key's kind, and every pending key of
-            // that kind within 32 ids above it.
-            let kind = self.pending[0].kind();
-            let base = self
-                .pending()
-                .iter()
-                .filter(|k| k.kind() == kind)
-                .map(|k| k.id())
+    /// Writes all pending removals as `Batch` records (up to 256 ids of one kind each) and
+    /// charges them off their pages. One pass locates them all; a failure keeps whatever was
+    /// not written pending.
+    pub async fn flush_pending(&mut self) -> Res<(), F> {
+        if self.pending_len == 0 {
+            return Ok(());
+        }
+        let ns = self.pending_ns;
+        // Room for the batch records as grouped now; compaction on the way can only make some
+        // removals durable and the groups smaller.
+        let need = self.batch_bytes() + CTX_COST as u32;
+        self.make_room(need, ns, true).await?;
+        let n = self.pending_len as usize;
+        let keys = self.pending;
+        let mut want = [(0u64, Key::sent(0)); BATCH];
+        for (w, &k) in want.iter_mut().zip(&keys[..n]) {
+            *w = (ns, k);
+        }
+        let mut locs = [Loc::Absent; BATCH];
+        self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
+        let mut done = [false; BATCH];
+        while let Some(first) = (0..n).find(|&i| !done[i]) {
+            // A group: one kind, from its smallest pending id, at most 256 ids wide.
+            let kind = keys[first].kind();
+            let base = (0..n)
+                .filter(|&i| !done[i] && keys[i].kind() == kind)
+                .map(|i| keys[i].id())
                 .min()
                 .unwrap_or(0);
-            let mut group = [(0u64, Key::sent(0)); BATCH];
-            let mut bits = 0u32;
-            let mut n = 0;
-            for &k in self.pending() {
-                if k.kind() == kind && k.id().wrapping_sub(base) < 32 {
-                    bits |= 1 << (k.id() - base);
-                    group[n] = (ns, k);
-                    n += 1;
+            let max_ids = 8 * (MAX_BATCH_DATA - 4) as u32;
+            let mut member = [false; BATCH];
+            let mut bitmap = [0u8; MAX_BATCH_DATA];
+            let mut top = 0u32;
+            for i in 0..n {
+                let bit = keys[i].id().wrapping_sub(base);
+                if !done[i] && keys[i].kind() == kind && bit < max_ids {
+                    member[i] = true;
+                    bitmap[4 + bit as usize / 8] |= 1 << (bit % 8);
+                    top = top.max(bit);
                 }
             }
-            // Locate before writing (their records are still live until the batch lands).
-            for k in group[..n].iter().map(|g| g.1) {
-                self.unpend(k);
-            }
-            let mut locs = [Loc::Absent; BATCH];
-            self.locate_many(&group[..n], &mut locs[..n]).await?;
-            let mut data = [0u8; 8];
-            data[0..4].copy_from_slice(&base.to_le_bytes());
-            data[4..8].copy_from_slice(&bits.to_le_bytes());
-            let tag = Tag::new(RecordType::Batch, false, 8, kind.code() as u16);
-            let room = self
-                .make_room(stored_len(8, ws::<F>()) as u32 + CTX_COST as u32, ns)
-                .await;
-            // Compaction may have made some of them durable already; locate again after it.
-            let room = match room {
-                Ok(()) => self.locate_many(&group[..n], &mut locs[..n]).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = room {
-                for g in &group[..n] {
-                    self.pend(g.1);
-                }
-                return Err(e);
-            }
-            if let Err(e) = self.append_small(tag, &data, ns, None, true).await {
-                // Nothing was removed durably: keep them pending.
-                for g in &group[..n] {
-                    self.pend(g.1);
-                }
-                return Err(e);
-            }
-            let p = self.head;
-            self.pages[p as usize].note(kind, base, base + (31 - bits.leading_zeros().min(31)));
-            for l in &locs[..n] {
-                self.uncharge(*l);
+            let len = 4 + round_up(top as usize / 8 + 1, 4);
+            bitmap[0..4].copy_from_slice(&base.to_le_bytes());
+            let tag = Tag::new(RecordType::Batch, false, len as u16, kind.code() as u16);
+            self.append_small(tag, &bitmap[..len], ns, None, false).await?;
+            self.pages[self.head as usize].note(kind, base, base + top);
+            for i in (0..n).filter(|&i| member[i]) {
+                done[i] = true;
+                self.unpend(keys[i]);
+                self.uncharge(locs[i]);
+                self.recent_drop(ns, keys[i]);
             }
         }
         Ok(())
+    }
+
+    /// Bytes the pending removals take as `Batch` records, grouped as [`Self::flush_pending`]
+    /// groups them.
+    fn batch_bytes(&self) -> u32 {
+        let n = self.pending_len as usize;
+        let keys = &self.pending[..n];
+        let max_ids = 8 * (MAX_BATCH_DATA - 4) as u32;
+        let mut done = [false; BATCH];
+        let mut bytes = 0;
+        while let Some(first) = (0..n).find(|&i| !done[i]) {
+            let kind = keys[first].kind();
+            let base = (0..n)
+                .filter(|&i| !done[i] && keys[i].kind() == kind)
+                .map(|i| keys[i].id())
+                .min()
+                .unwrap_or(0);
+            let mut top = 0;
+            for i in 0..n {
+                let bit = keys[i].id().wrapping_sub(base);
+                if !done[i] && keys[i].kind() == kind && bit < max_ids {
+                    done[i] = true;
+                    top = top.max(bit);
+                }
+            }
+            bytes += stored_len(4 + round_up(top as usize / 8 + 1, 4), ws::<F>()) as u32;
+        }
+        bytes
     }
 
     // ---------------------------------------------------------------- space
@@ -1031,10 +1193,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Compacts until `need` bytes can be appended with the spill reserve still free.
-    pub async fn make_room(&mut self, need: u32, ns: u64) -> Res<(), F> {
+    /// Writes that only remove (`shrinking`: tombstones, batches, clears) may use the spill
+    /// reserve: their space was reserved with the values they remove.
+    pub async fn make_room(&mut self, need: u32, ns: u64, shrinking: bool) -> Res<(), F> {
         self.check_head().await?;
+        let keep = if shrinking { 0 } else { self.spill_reserve() };
         for _ in 0..=N {
-            if self.avail() >= need + self.spill_reserve() {
+            if self.avail() >= need + keep {
                 return Ok(());
             }
             self.compact_oldest(ns).await?;
@@ -1065,13 +1230,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         };
         let mut live = 0u16;
         loop {
-            let mut chunk = [None::<Entry>; BATCH];
+            // Offsets and origin stamps only: the chunk lives across awaits, in the future.
+            let mut chunk = [(0u32, (0u32, 0u32)); BATCH];
             let mut want = [(0u64, Key::sent(0)); BATCH];
             let mut n = 0;
             while n < BATCH {
                 let Some(e) = self.next_entry(&mut c).await? else { break };
                 if let (RecordType::Put(_), Some(k)) = (e.tag.ty, e.key) {
-                    chunk[n] = Some(e);
+                    chunk[n] = (e.off, (e.stamp.0, e.stamp.1));
                     want[n] = (e.ns, k);
                     n += 1;
                 }
@@ -1079,15 +1245,23 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             if n == 0 {
                 return Ok(live);
             }
+            // Where the records are, pending removals included: they stay charged to their
+            // page until their batch is written (counting them keeps `refine` and the flush
+            // from charging them off twice).
             let mut locs = [Loc::Absent; BATCH];
-            self.locate_many(&want[..n], &mut locs[..n]).await?;
+            self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
             for i in 0..n {
-                let Some(e) = chunk[i] else { continue };
+                let (at, origin) = chunk[i];
+                if move_ns.is_some() && self.is_pending(want[i].0, want[i].1) {
+                    // Compaction drops it: the erase makes its removal durable.
+                    continue;
+                }
                 if let Loc::At { page, off, stored, len } = locs[i] {
-                    if page == p && off == e.off {
-                        live = live.saturating_add(units(stored));
-                        if let Some(ns) = move_ns {
-                            self.move_record(p, &e, len, ns).await?;
+                    if page == p && off == at {
+                        live = live.saturating_add(Self::units(stored));
+                        if move_ns.is_some() {
+                            let (ns, key) = want[i];
+                            self.move_record(p, at, key, ns, origin, len).await?;
                         }
                     }
                 }
@@ -1116,22 +1290,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let pend = self.pending_len as usize;
             let mut want = [(0u64, Key::sent(0)); BATCH];
             for (w, &k) in want.iter_mut().zip(&self.pending[..pend]) {
-                *w = (ns, k);
+                *w = (self.pending_ns, k);
             }
-            // Temporarily clear the pending set so locate sees the records themselves.
-            let saved = self.pending;
-            self.pending_len = 0;
             let mut locs = [Loc::Absent; BATCH];
-            let r = self.locate_many(&want[..pend], &mut locs[..pend]).await;
-            self.pending = saved;
-            self.pending_len = pend as u8;
-            r?;
+            self.locate_many_raw(&want[..pend], &mut locs[..pend]).await?;
             for i in 0..pend {
-                if let Loc::At { page, .. } = locs[i] {
-                    if page == p {
-                        dropped[nd] = saved[i];
-                        nd += 1;
-                    }
+                if matches!(locs[i], Loc::At { page, .. } if page == p) {
+                    dropped[nd] = want[i].1;
+                    nd += 1;
                 }
             }
         }
@@ -1143,22 +1309,28 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         for k in &dropped[..nd] {
             self.unpend(*k);
         }
-        for d in 0..=dead {
-            let q = self.ring_back(self.head, self.len - 1 - d);
+        // Page switches while copying may already have retired the dead pages before `p`:
+        // leave the log exactly up to and including `p`, counted now.
+        let Some(age) = self.age(p) else {
+            return Err(Error::LogicBug);
+        };
+        for d in age..self.len {
+            let q = self.ring_back(self.head, d);
+            self.recent_drop_page(q);
             self.pages[q as usize] = PageInfo {
                 flags: F_DIRTY,
                 ..PageInfo::FREE
             };
         }
-        self.len -= dead + 1;
+        self.len = age;
         Ok(())
     }
 
     /// Copies one live put to the head, unchanged but for its fragmentation.
-    async fn move_record(&mut self, p: u16, e: &Entry, len: u32, ns: u64) -> Res<(), F> {
-        let Some(key) = e.key else { return Err(Error::LogicBug) };
+    async fn move_record(&mut self, p: u16, off: u32, key: Key, ns: u64, origin: Origin, len: u32) -> Res<(), F> {
+        let tag = self.tag_at(p, off).await?;
         // Check the source before writing anything: a damaged record is not copied.
-        let mut check = Source::Flash(Chain::start(p, e.off, e.tag));
+        let mut check = Source::Flash(Chain::start(p, off, tag));
         let mut sink = [0u8; 64];
         let mut left = len;
         while left > 0 {
@@ -1168,11 +1340,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
             left -= n as u32;
         }
-        let mut src = Source::Flash(Chain::start(p, e.off, e.tag));
-        let (page, _, _) = self
-            .append_value(key, e.ns, Some((e.stamp.0, e.stamp.1)), len, &mut src)
-            .await?;
-        let _ = ns;
+        let mut src = Source::Flash(Chain::start(p, off, tag));
+        let (page, _, _) = self.append_value(key, ns, Some(origin), len, &mut src).await?;
         self.pages[page as usize].flags |= F_MOVED;
         Ok(())
     }
@@ -1181,7 +1350,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Writes the context records a record needs (namespace, id high bits, origin) and returns
     /// with the head able to take `first` more bytes, switching pages if needed.
-    async fn prepare_head(&mut self, want: Ctx, first: u32, compacting: bool) -> Res<(), F> {
+    async fn prepare_head(&mut self, mut want: Ctx, key: Option<Key>, first: u32, compacting: bool) -> Res<(), F> {
         let ctx_bytes = |log: &Self| -> u32 {
             let c = &log.head_ctx;
             let mut b = 0;
@@ -1202,7 +1371,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if self.len == 0 || self.head_off + ctx_bytes(self) + first > page_size::<F>() || !self.head_checked {
             self.check_head().await?;
             if self.len == 0 || self.head_off + ctx_bytes(self) + first > page_size::<F>() {
-                self.open_page(want, compacting).await?;
+                self.open_page(want, key, compacting).await?;
+                // The new page's context is its header's: only the record's own needs matter.
+                want = self.want_ctx(want.ns, key, want.origin);
             }
         }
         if self.head_ctx.ns != want.ns {
@@ -1240,7 +1411,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Moves the head to the next page: erases it if it is not known blank, writes its header,
     /// and retires (in that same header) the dead pages at the tail.
-    async fn open_page(&mut self, want: Ctx, compacting: bool) -> Res<(), F> {
+    async fn open_page(&mut self, want: Ctx, key: Option<Key>, compacting: bool) -> Res<(), F> {
         let next = if self.len == 0 { 0 } else { Self::next_page(self.head) };
         let free = N as u16 - self.len;
         if free == 0 || (!compacting && free < 2 && self.dead_tail() == 0) {
@@ -1248,6 +1419,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         let info = self.pages[next as usize];
         let mut erase_count = self.erase_max;
+        let mut erased_now = false;
         if info.flags & F_BLANK == 0 {
             let old = self.read_header(next).await?;
             let must_erase = info.flags & F_DIRTY != 0 || !self.is_blank(next, 0).await?;
@@ -1259,6 +1431,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 let a = Self::addr(next, 0);
                 self.flash.erase(a, a + page_size::<F>()).await.map_err(Error::Flash)?;
                 self.erase_max = self.erase_max.max(erase_count);
+                erased_now = true;
             }
         }
         let dead = if self.len > 0 { self.dead_tail_upto_head() } else { 0 };
@@ -1268,12 +1441,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         } else {
             self.head_seq - (self.len - 1) as u32 + dead as u32
         };
-        let hi = if want.hi_c != self.head_ctx.hi_c {
-            want.hi_c
-        } else {
-            want.hi_q
+        // One id-high field for both sequence kinds: the one the first record needs.
+        let hi = match key.map(|k| k.kind()) {
+            Some(Kind::Queued) => want.hi_q,
+            _ => want.hi_c,
         };
-        let header = PageHeader {
+        let mut header = PageHeader {
             seq,
             tail_seq,
             erase_count,
@@ -1281,20 +1454,27 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             id_high: hi,
             prev_torn: self.prev_torn,
         };
+        // Dirty until the header is whole: a failed or dropped write means erase before reuse.
         self.pages[next as usize] = PageInfo {
-            flags: F_EXACT,
+            flags: F_DIRTY,
             ..PageInfo::FREE
         };
-        let bytes = header.encode();
-        if let Err(e) = self.flash.write(Self::addr(next, 0), &bytes).await {
-            self.pages[next as usize] = PageInfo {
-                flags: F_DIRTY,
-                ..PageInfo::FREE
-            };
-            return Err(Error::Flash(e));
+        let a = Self::addr(next, 0);
+        if let Err(e) = self.flash.write(a, &header.encode()).await {
+            if erased_now {
+                return Err(Error::Flash(e));
+            }
+            // A header write cut off earlier may have programmed words that still read 0xFF,
+            // which ECC flash refuses to program again: erase the page and try once more.
+            header.erase_count = self.erase_max + 1;
+            self.flash.erase(a, a + page_size::<F>()).await.map_err(Error::Flash)?;
+            self.erase_max = header.erase_count;
+            self.flash.write(a, &header.encode()).await.map_err(Error::Flash)?;
         }
+        self.pages[next as usize].flags = F_EXACT;
         for d in 0..dead {
             let q = self.ring_back(self.head, self.len - 1 - d);
+            self.recent_drop_page(q);
             self.pages[q as usize] = PageInfo {
                 flags: F_DIRTY,
                 ..PageInfo::FREE
@@ -1314,6 +1494,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Before the first write after mount: the rest of the head page must read as erased, or
     /// it holds the remains of an interrupted write and the page is sealed.
     async fn check_head(&mut self) -> Res<(), F> {
+        if self.in_flight {
+            // A write future was dropped part-way: treat its remains like those of a power cut.
+            self.in_flight = false;
+            self.head_checked = false;
+        }
         if self.len == 0 || self.head_checked {
             return Ok(());
         }
@@ -1374,8 +1559,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(())
     }
 
-    /// Stops writing to the head page after an interrupted or failed write: no word is
-    /// written twice, readers check CRCs there, and the next page header says so.
+    /// Marks the head page as holding the remains of an interrupted or failed write: readers
+    /// check CRCs there, the next page header says so, and nothing more is written to it
+    /// unless [`Self::check_head`] resumes past the damage behind a `Sync` record.
     fn seal_torn(&mut self) {
         self.head_off = page_size::<F>();
         self.prev_torn = true;
@@ -1420,11 +1606,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if matches!(tag.ty, RecordType::Tombstone | RecordType::Batch | RecordType::Clear) {
             self.note_ns(ns);
         }
-        let origin = if tag.ty == RecordType::Retire {
-            self.head_ctx.origin
-        } else {
-            None
-        };
+        // Only puts consume the origin context: leave it as it is.
+        let origin = self.head_ctx.origin;
         let want = self.want_ctx(
             if tag.ty == RecordType::Retire {
                 self.head_ctx.ns
@@ -1434,7 +1617,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             key,
             origin,
         );
-        self.prepare_head(want, stored, !user).await?;
+        self.prepare_head(want, key, stored, !user).await?;
         let len = data.len();
         self.write_record(tag, &mut Source::ram(&[data]), len).await?;
         let info = &mut self.pages[self.head as usize];
@@ -1443,6 +1626,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         if let Some(k) = key {
             info.note(k.kind(), k.id(), k.id());
+        }
+        match tag.ty {
+            RecordType::Tombstone => {
+                if let Some(k) = key {
+                    self.recent_drop(ns, k);
+                }
+            }
+            RecordType::Clear if ns == self.recent_ns => self.recent_clear(),
+            _ => {}
         }
         Ok(())
     }
@@ -1463,7 +1655,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let want = self.want_ctx(ns, Some(key), origin);
         let whole = stored_len((len as usize).min(MAX_FRAGMENT_DATA), ws::<F>()) as u32;
         let first_min = whole.min(stored_len(MIN_SPLIT, ws::<F>()) as u32);
-        self.prepare_head(want, first_min, origin.is_some()).await?;
+        self.prepare_head(want, Some(key), first_min, origin.is_some()).await?;
         let (start_page, start_off) = (self.head, self.head_off);
         // Charge the start page before the first fragment: a page switch for a continuation
         // must not see it as dead and retire it under the record being written.
@@ -1482,6 +1674,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                         origin: None,
                         ..cont_ctx
                     },
+                    Some(key),
                     true,
                 )
                 .await?;
@@ -1506,7 +1699,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         let info = &mut self.pages[start_page as usize];
         info.note(key.kind(), key.id(), key.id());
-        info.live = info.live.saturating_add(units(stored_total) - 1);
+        info.live = info.live.saturating_add(Self::units(stored_total)).saturating_sub(1);
+        self.recent_put(ns, key, start_page, start_off, origin.is_none());
         Ok((start_page, start_off, stored_total))
     }
 
@@ -1518,6 +1712,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Err(Error::LogicBug);
         }
         let base = Self::addr(self.head, self.head_off);
+        // Cleared when the record is complete: if this future is dropped part-way, the next
+        // operation re-checks the head instead of programming these words again.
+        self.in_flight = true;
         let word = tag.encode().to_le_bytes();
         let mut digest = CRC.digest();
         digest.update(&word);
@@ -1562,6 +1759,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             Ok(())
         }
         .await;
+        self.in_flight = false;
         if let Err(e) = r {
             self.seal_torn();
             return Err(e);
@@ -1628,8 +1826,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let Some((p, off, word)) = self.next_fragment_at(chain.page, end).await? else {
             return Err(Error::Corrupted);
         };
+        let expect = if chain.tag.ty == RecordType::Cont {
+            chain.tag.id_low.wrapping_add(1)
+        } else {
+            1
+        };
         let tag = match Tag::decode(word) {
-            Ok(t) if t.ty == RecordType::Cont => t,
+            Ok(t) if t.ty == RecordType::Cont && t.id_low == expect => t,
             _ => return Err(Error::Corrupted),
         };
         *chain = Chain::start(p, off, tag);
@@ -1642,13 +1845,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// `after`, in insertion order. Returns how many were written and the stamp to continue
     /// from; `(0, _)` means there are no more.
     pub async fn next_keys(&mut self, ns: u64, after: Stamp, out: &mut [Key]) -> Res<(usize, Stamp), F> {
-        let b = out.len().min(BATCH);
+        let b = out.len().min(KEYS_BATCH);
         let mut after = after;
         if b == 0 {
             return Ok((0, after));
         }
         loop {
-            let mut cands = [((0u32, 0u32, 0u64), Key::sent(0), 0u16, 0u32); BATCH];
+            let mut cands = [((0u32, 0u32, 0u64), Key::sent(0), 0u16, 0u32); KEYS_BATCH];
             let mut n = 0usize;
             for d in (0..self.len).rev() {
                 let p = self.ring_back(self.head, d);
@@ -1688,11 +1891,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             if n == 0 {
                 return Ok((0, after));
             }
-            let mut want = [(0u64, Key::sent(0)); BATCH];
+            let mut want = [(0u64, Key::sent(0)); KEYS_BATCH];
             for i in 0..n {
                 want[i] = (ns, cands[i].1);
             }
-            let mut locs = [Loc::Absent; BATCH];
+            let mut locs = [Loc::Absent; KEYS_BATCH];
             self.locate_many(&want[..n], &mut locs[..n]).await?;
             let mut m = 0;
             for i in 0..n {

@@ -6,7 +6,7 @@ use embedded_storage_async::nor_flash::NorFlash;
 use crate::codec::{MAX_FRAGMENT_DATA, RECORD_OVERHEAD, RecordType, Tag, namespace_hash, stored_len};
 use crate::error::Error;
 use crate::key::Key;
-use crate::log::{BATCH, Chain, Loc, Log, MountReport, Source, Stamp, units};
+use crate::log::{Chain, KEYS_BATCH, Loc, Log, MountReport, Source, Stamp};
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
@@ -34,7 +34,7 @@ pub struct KeyCursor(Stamp);
 /// A Paho-style persistence store on NOR flash of `PAGES` erase pages.
 ///
 /// It owns the flash ([`Store::into_flash`] gives it back). RAM use is this struct: 12 bytes
-/// per page plus a fixed ~300 bytes; every operation works in bounded stack buffers.
+/// per page plus a fixed ~370 bytes; every operation works in bounded stack buffers.
 pub struct Store<F: NorFlash, const PAGES: usize> {
     log: Log<F, PAGES>,
     ns: Option<u64>,
@@ -109,8 +109,8 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// Makes deferred removals durable and closes the namespace.
     pub async fn close(&mut self) -> Res<(), F> {
-        let ns = self.ns()?;
-        self.log.flush_pending(ns).await?;
+        self.ns()?;
+        self.log.flush_pending().await?;
         self.ns = None;
         Ok(())
     }
@@ -134,17 +134,19 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
         let est = estimate(len, F::WRITE_SIZE);
         let old = self.log.locate_raw(ns, key).await?;
         let old_units = match old {
-            Loc::At { stored, .. } => units(stored) as u32,
+            Loc::At { stored, .. } => Log::<F, PAGES>::units(stored) as u32,
             Loc::Absent => 0,
         };
-        let fits = |log: &Log<F, PAGES>| log.live_units() + units(est) as u32 <= log.usable_units() + old_units;
+        let fits = |log: &Log<F, PAGES>| {
+            log.live_units() + Log::<F, PAGES>::units(est) as u32 <= log.usable_units() + old_units
+        };
         if !fits(&self.log) && self.log.has_inexact() {
             self.log.refine().await?;
         }
         if !fits(&self.log) {
             return Err(Error::Full);
         }
-        self.log.make_room(est + 64, ns).await?;
+        self.log.make_room(est + 64, ns, false).await?;
         // Compaction may have moved the old value: find it again.
         let old = self.log.locate_raw(ns, key).await?;
         let mut src = Source::ram(parts);
@@ -196,14 +198,14 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// Never fails with [`Error::Full`]: every value's tombstone is reserved when it is put.
     pub async fn remove(&mut self, key: Key) -> Res<(), F> {
         let ns = self.ns()?;
-        if self.log.is_pending(key) {
+        if self.log.is_pending(ns, key) {
             return Err(Error::NotFound);
         }
         if self.log.locate(ns, key).await? == Loc::Absent {
             return Err(Error::NotFound);
         }
         let stored = stored_len(0, F::WRITE_SIZE) as u32;
-        self.log.make_room(stored + 64, ns).await?;
+        self.log.make_room(stored + 64, ns, true).await?;
         let loc = self.log.locate(ns, key).await?;
         let tag = Tag::new(RecordType::Tombstone, false, key.kind().code() as u16, key.id() as u16);
         self.log.append_small(tag, &[], ns, Some(key), false).await?;
@@ -218,12 +220,12 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// at-least-once allows). Does not read flash and does not check that the key exists.
     pub async fn remove_deferred(&mut self, key: Key) -> Res<(), F> {
         let ns = self.ns()?;
-        if self.log.is_pending(key) {
+        if self.log.is_pending(ns, key) {
             return Err(Error::NotFound);
         }
-        if !self.log.pend(key) {
-            self.log.flush_pending(ns).await?;
-            if !self.log.pend(key) {
+        if !self.log.pend(ns, key) {
+            self.log.flush_pending().await?;
+            if !self.log.pend(ns, key) {
                 return Err(Error::LogicBug);
             }
         }
@@ -232,8 +234,8 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// Writes deferred removals now.
     pub async fn flush(&mut self) -> Res<(), F> {
-        let ns = self.ns()?;
-        self.log.flush_pending(ns).await
+        self.ns()?;
+        self.log.flush_pending().await
     }
 
     /// Deferred removals not yet written.
@@ -252,7 +254,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     pub async fn clear(&mut self) -> Res<(), F> {
         let ns = self.ns()?;
         let stored = stored_len(0, F::WRITE_SIZE) as u32;
-        self.log.make_room(stored + 64, ns).await?;
+        self.log.make_room(stored + 64, ns, true).await?;
         self.log
             .append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, false)
             .await?;
@@ -265,10 +267,10 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// Fills `out` with the next keys in insertion order (the order of their latest `put`,
     /// kept across compaction) and returns how many; 0 when there are no more. At most
-    /// 32 keys per call; `cursor` remembers the position. Allocates nothing.
+    /// 16 keys per call; `cursor` remembers the position. Allocates nothing.
     pub async fn keys(&mut self, cursor: &mut KeyCursor, out: &mut [Key]) -> Res<usize, F> {
         let ns = self.ns()?;
-        let take = out.len().min(BATCH);
+        let take = out.len().min(KEYS_BATCH);
         let (n, next) = self.log.next_keys(ns, cursor.0, &mut out[..take]).await?;
         cursor.0 = next;
         Ok(n)

@@ -208,7 +208,24 @@ fn check(state: &BTreeMap<Key, Vec<u8>>, before: &Model, after: &Model, interrup
     }
 }
 
+/// Runs the sweep for `seed`, and for `SWEEP_SEEDS - 1` more seeds if that variable is set
+/// (CI runs one seed per geometry; a longer local campaign sets it).
 fn sweep<const P: usize, const N: usize, const R: usize, const W: usize>(
+    ecc: bool,
+    max_value: usize,
+    ops: usize,
+    seed: u64,
+) {
+    let seeds: u64 = std::env::var("SWEEP_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for s in 0..seeds.max(1) {
+        sweep_one::<P, N, R, W>(ecc, max_value, ops, seed + 1000 * s);
+    }
+}
+
+fn sweep_one<const P: usize, const N: usize, const R: usize, const W: usize>(
     ecc: bool,
     max_value: usize,
     ops: usize,
