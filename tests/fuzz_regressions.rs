@@ -60,7 +60,7 @@ fn empty_and_tiny_inputs() {
 
 /// power_loss input (a generated seed, before the harness's guard existed): client 1 puts
 /// `r-7`; later client 0 defers a removal of its own (absent) `r-7`, a put compacts the page, and
-/// client 1's `r-7` is gone. Minimal form: `tests/known_bugs.rs`.
+/// client 1's `r-7` is gone. Minimal form: `tests/fuzz_findings.rs`.
 const BUG_PENDING_OTHER_NS: &[u8] = &[
     0x01, 0xd0, 0xa7, 0x5a, 0x86, 0x83, 0xf8, 0x0f, 0xb5, 0x76, 0x72, 0xcc, 0xd7, 0x24, 0x9a, 0xd9, 0x7c, 0xd8, 0x63,
     0xf3, 0xf2, 0x2f, 0xed, 0x3c, 0xcc, 0x09, 0x15, 0x89, 0xa8, 0xfb, 0xa6, 0x15, 0x6d, 0xd9, 0x4a, 0x04, 0x5a, 0x6e,
@@ -87,7 +87,6 @@ const BUG_PENDING_OTHER_NS: &[u8] = &[
 ];
 
 #[test]
-#[ignore = "BUG: remove_deferred in one namespace makes compaction drop the same key of another namespace"]
 fn bug_pending_other_ns() {
     harness::set_strict(true);
     harness::power_loss(BUG_PENDING_OTHER_NS);
@@ -96,7 +95,7 @@ fn bug_pending_other_ns() {
 /// power_loss crash (fuzzer, 30 s run): a put of `r-7` is torn; recovery correctly reads it as
 /// absent and resumes writing behind a Sync record; after another remount a page switch writes
 /// a header without `prev_torn`, and the next mount lists `r-7` again (its `get` is
-/// `Corrupted`). Minimal form: `tests/known_bugs.rs`.
+/// `Corrupted`). Minimal form: `tests/fuzz_findings.rs`.
 const BUG_TORN_PUT_RESURRECTED: &[u8] = &[
     0x04, 0xf7, 0x22, 0xd4, 0x45, 0xe9, 0x9a, 0x7d, 0x5d, 0xa5, 0x0e, 0x14, 0x7c, 0x9a, 0x0b, 0xbd, 0x30, 0x08, 0x28,
     0x86, 0xdd, 0x5e, 0x98, 0x41, 0x31, 0x9d, 0x90, 0x13, 0xfb, 0x2a, 0x1c, 0x36, 0x80, 0xf1, 0x46, 0x08, 0xac, 0xe5,
@@ -123,7 +122,6 @@ const BUG_TORN_PUT_RESURRECTED: &[u8] = &[
 ];
 
 #[test]
-#[ignore = "BUG: a torn put that read as absent after recovery comes back after a later page switch"]
 fn bug_torn_put_resurrected() {
     harness::set_strict(true);
     harness::power_loss(BUG_TORN_PUT_RESURRECTED);
@@ -131,7 +129,7 @@ fn bug_torn_put_resurrected() {
 
 /// image crash (fuzzer, 30 s run): page 5 carries a valid header with `seq = u32::MAX`; the
 /// store's next page gets `seq = 1` (wrapping), so after a remount that page is not part of the
-/// log and puts that returned `Ok` are gone. Minimal form: `tests/known_bugs.rs`.
+/// log and puts that returned `Ok` are gone. Minimal form: `tests/fuzz_findings.rs`.
 const BUG_SEQ_WRAP: &[u8] = &[
     0x02, 0x07, 0x7e, 0xf2, 0x39, 0x19, 0x17, 0x6d, 0x1b, 0xb3, 0xe0, 0x11, 0x2f, 0x77, 0x03, 0xdd, 0x02, 0x8e, 0x7f,
     0xc7, 0x58, 0x08, 0x4c, 0x58, 0xd2, 0xa9, 0xce, 0xf5, 0x80, 0xc3, 0x5c, 0x18, 0xfc, 0x73, 0x6b, 0x9d, 0x62, 0xc4,
@@ -423,7 +421,7 @@ fn bug_seq_wrap() {
 /// power_loss crash (fuzzer, second 30 s run): a torn write leaves an invalid tag word at a
 /// record boundary; after recovery, a remount and a page switch, the page is scanned tags-only
 /// and a later mount reports `damaged_records: 1` for a plain power cut (and loses the records
-/// behind the Sync). Minimal form: `tests/known_bugs.rs`.
+/// behind the Sync). Minimal form: `tests/fuzz_findings.rs`.
 const BUG_TORN_PAGE_SCAN_STOPS: &[u8] = &[
     0x84, 0x59, 0xbb, 0x08, 0x58, 0xf0, 0x93, 0x06, 0xd8, 0x13, 0x17, 0x19, 0xef, 0x4e, 0x0a, 0x9e, 0x49, 0x23, 0x53,
     0xc5, 0x9b, 0x9f, 0xfc, 0x9c, 0xf5, 0x8a, 0x2f, 0x23, 0xc2, 0xc5, 0x4c, 0xd0, 0x8b, 0x4e, 0xc6, 0x4b, 0xb9, 0xc8,
@@ -450,7 +448,6 @@ const BUG_TORN_PAGE_SCAN_STOPS: &[u8] = &[
 ];
 
 #[test]
-#[ignore = "BUG: after a torn write and a later page switch, records written behind the Sync record are lost"]
 fn bug_torn_page_scan_stops() {
     harness::set_strict(true);
     harness::power_loss(BUG_TORN_PAGE_SCAN_STOPS);
@@ -466,14 +463,13 @@ const BUG_SEQ_WRAP_GET: &[u8] = &[
 ];
 
 #[test]
-#[ignore = "BUG: on an image whose newest page has seq u32::MAX, acknowledged puts are lost at the next mount"]
 fn bug_seq_wrap_get() {
     harness::set_strict(true);
     harness::image(BUG_SEQ_WRAP_GET);
 }
 
 /// hooks crash (fuzzer, second 30 s run): on 4 x 1 KiB pages with `max_value_len` 784, a
-/// `remove` of an existing key fails with `Full`. Minimal form: `tests/known_bugs.rs`.
+/// `remove` of an existing key fails with `Full`. Minimal form: `tests/fuzz_findings.rs`.
 const BUG_REMOVE_FULL: &[u8] = &[
     0x00, 0x00, 0xff, 0xff, 0x2c, 0x7a, 0x2a, 0xf6, 0xa1, 0x8e, 0x07, 0xab, 0x3e, 0x94, 0x87, 0x63, 0x2b, 0xca, 0xe3,
     0xbe, 0x5b, 0x17, 0x85, 0x08, 0x2e, 0x16, 0x82, 0x37, 0x5b, 0xdf, 0x66, 0x1a, 0xf0, 0xa5, 0x98, 0x35, 0x35, 0x49,
@@ -499,7 +495,6 @@ const BUG_REMOVE_FULL: &[u8] = &[
 ];
 
 #[test]
-#[ignore = "BUG: remove fails with Full (documented never to) on a small store near capacity"]
 fn bug_remove_full() {
     harness::set_strict(true);
     harness::hooks(BUG_REMOVE_FULL);
@@ -507,7 +502,7 @@ fn bug_remove_full() {
 
 #[test]
 fn known_bug_inputs_pass_outside_strict_mode() {
-    // The guards stop these scenarios before the known bugs show (so the fuzzers can go on).
+    // Outside strict mode the harness skips what the open bug breaks (so the fuzzers go on).
     harness::power_loss(BUG_PENDING_OTHER_NS);
     harness::power_loss(BUG_TORN_PUT_RESURRECTED);
     harness::power_loss(BUG_TORN_PAGE_SCAN_STOPS);

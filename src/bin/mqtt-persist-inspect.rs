@@ -324,13 +324,21 @@ fn inspect(image: &[u8], page: usize, ws: usize) -> Report {
         let mut len = first.tag.data_len();
         let (mut opi, mut cur) = (pi, ri);
         let mut more = first.tag.more;
+        let mut index = 1u16;
         while more {
             let pg = &pages[order[opi]];
             let r = &pg.records[cur];
             let end = r.off + r.stored;
-            let next = if cur + 1 < pg.records.len() && pg.records[cur + 1].off == end {
-                Some((opi, cur + 1))
-            } else if end + 4 <= page && le32(&bytes(pg.index)[end..end + 4]) != u32::MAX {
+            // SPEC section 7: the next fragment is in the same page unless at most 8 bytes are
+            // left there, then at the start of the next log page (never after the head page).
+            let readable = if pg.head { pg.end } else { page };
+            let next = if page - end > 8 {
+                if end + 4 > readable {
+                    None
+                } else {
+                    pg.records.get(cur + 1).filter(|n| n.off == end).map(|_| (opi, cur + 1))
+                }
+            } else if pg.head {
                 None
             } else if opi + 1 < order.len()
                 && order[opi + 1] == (order[opi] + 1) % n
@@ -345,9 +353,10 @@ fn inspect(image: &[u8], page: usize, ws: usize) -> Report {
             };
             let (npi, nri) = next?;
             let nr = &pages[order[npi]].records[nri];
-            if nr.tag.ty != RecordType::Cont || (pages[order[npi]].torn && !nr.crc_ok) {
+            if nr.tag.ty != RecordType::Cont || nr.tag.id_low != index || (pages[order[npi]].torn && !nr.crc_ok) {
                 return None;
             }
+            index = index.wrapping_add(1);
             len += nr.tag.data_len();
             frags.push((order[npi], nri));
             more = nr.tag.more;
@@ -549,11 +558,17 @@ fn scan(pg: &mut Page, b: &[u8], h: PageHeader, ws: usize, findings: &mut Vec<Fi
             RecordType::Put(kind) => rec.key = key_of(kind, tag.id_low, &ctx),
             RecordType::Tombstone => rec.key = tag.kind().and_then(|k| key_of(k, tag.id_low, &ctx)),
             RecordType::Batch => {
+                // Base id, then a bitmap: bit i of byte j removes base + 8j + i (SPEC, 0x8).
                 let base = le32(&data[0..4]);
-                let bits = le32(&data[4..8]);
                 if let Some(kind) = tag.kind() {
-                    rec.batch = (0..32)
-                        .filter(|i| bits & (1 << i) != 0)
+                    rec.batch = data[4..]
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(j, &byte)| {
+                            (0..8u32)
+                                .filter(move |i| byte & (1 << i) != 0)
+                                .map(move |i| 8 * j as u32 + i)
+                        })
                         .filter_map(|i| Key::new(kind, base.wrapping_add(i)))
                         .collect();
                 }

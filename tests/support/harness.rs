@@ -90,13 +90,13 @@ pub const KEYS: [Key; 16] = [
 /// The store's deferred-removal capacity.
 const PENDING_CAP: usize = 32;
 
-/// Strict mode: no guard against known store bugs (the regression tests of those bugs set it).
 thread_local! {
+    /// Strict mode: no guard against known store bugs (the regression tests of those bugs set it).
     static STRICT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Turns off the guards that keep the fuzzers from re-finding known, reported store bugs (see
-/// `tests/known_bugs.rs`): the regression tests of those bugs run strict.
+/// `tests/fuzz_findings.rs`): the regression tests of those bugs run strict.
 pub fn set_strict(strict: bool) {
     STRICT.with(|s| s.set(strict));
 }
@@ -143,60 +143,6 @@ fn dump(image: &[u8], page: usize, ws: usize) {
             }
         }
     }
-}
-
-/// KNOWN BUG (tests/known_bugs.rs, torn page not flagged): whether some page of the image that
-/// is not the newest holds the remains of an interrupted write (a record with a valid tag and a
-/// bad CRC, or a non-erased invalid tag) while the next page's header does not flag it
-/// `prev_torn`. The store then scans it tags-only: a torn record counts as a complete put, and
-/// garbage ends the scan (damage reported, records written behind the Sync lost). Outside strict
-/// mode a scenario stops at the mount that would see such an image.
-pub fn torn_record_unflagged(image: &[u8], page: usize, ws: usize) -> bool {
-    use mqtt_persist::codec::{HeaderState, PageHeader, RecordType, SYNC_MAGIC};
-    let n = image.len() / page;
-    let header = |p: usize| match PageHeader::decode(image[p * page..p * page + 32].try_into().unwrap()) {
-        HeaderState::Valid(h) => Some(h),
-        _ => None,
-    };
-    let sync_word = Tag::new(RecordType::Sync, false, 8, 0).encode();
-    (0..n).any(|p| {
-        let (Some(h), Some(next)) = (header(p), header((p + 1) % n)) else {
-            return false;
-        };
-        if next.seq != h.seq.wrapping_add(1) || next.prev_torn {
-            return false;
-        }
-        let pg = &image[p * page..(p + 1) * page];
-        let word_at = |o: usize| u32::from_le_bytes(pg[o..o + 4].try_into().unwrap());
-        let mut off = PAGE_HEADER_LEN;
-        while off + 8 <= page {
-            match Tag::decode(word_at(off)) {
-                Ok(t) if off + 8 + t.data_len() <= page => {
-                    let len = t.data_len();
-                    let crc = u32::from_le_bytes(pg[off + 4 + len..off + 8 + len].try_into().unwrap());
-                    if crc != record_crc(word_at(off), &[&pg[off + 4..off + 4 + len]]) {
-                        return true;
-                    }
-                    off += stored_len(len, ws);
-                }
-                Err(mqtt_persist::codec::TagError::Invalid) | Ok(_) if word_at(off) != u32::MAX => {
-                    // Garbage the store's tags-only scan stops at (reported as damage).
-                    return true;
-                }
-                _ => {
-                    // Writing may have resumed behind a Sync record.
-                    let next_sync = (off + ws..page.saturating_sub(16))
-                        .step_by(ws)
-                        .find(|&o| word_at(o) == sync_word && word_at(o + 4) == SYNC_MAGIC);
-                    match next_sync {
-                        Some(o) => off = o,
-                        None => break,
-                    }
-                }
-            }
-        }
-        false
-    })
 }
 
 // ------------------------------------------------------------------------------------------ probe
@@ -609,13 +555,6 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
         if let Op::Put(k, _) | Op::Get(k, _) | Op::Remove(k) | Op::RemoveDeferred(k) | Op::Contains(k) = op {
             universe.insert(*k);
         }
-        if let (Op::RemoveDeferred(k), Some(ns), false) = (op, m.open, strict()) {
-            // KNOWN BUG (tests/known_bugs.rs): a deferred removal pending in one namespace makes
-            // compaction drop the same key of another namespace. Skip the op that triggers it.
-            if (0..IDS.len()).any(|i| i != ns && m.live[i].contains_key(k)) {
-                continue;
-            }
-        }
         if let Some(cut) = plan.get(&step) {
             s.flash().arm(*cut);
         }
@@ -637,9 +576,6 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                     if trace() {
                         eprintln!("== remount {ctx}: {:?}", s.mount_report());
                         dump(s.flash().inner.as_bytes(), P, W);
-                    }
-                    if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
-                        return;
                     }
                     let rep = s.mount_report();
                     assert_eq!((rep.damaged_pages, rep.damaged_records), (0, 0), "{ctx}");
@@ -768,9 +704,7 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                 }
             },
             Op::Remove(k) => {
-                if m.live[ns].contains_key(k) && r == Err(E::Full) && !strict() {
-                    // KNOWN BUG (tests/known_bugs.rs): remove can fail with Full near capacity.
-                } else if m.live[ns].remove(k).is_some() {
+                if m.live[ns].remove(k).is_some() {
                     assert_eq!(r, Ok(()), "{ctx}");
                 } else {
                     assert_eq!(r, Err(E::NotFound), "{ctx}");
@@ -839,9 +773,6 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                 // old values (and their old place in the insertion order); the others stay.
                 let expect_back = s.pending_removals() - m.valueless_pending();
                 s = remount(s, max);
-                if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
-                    return;
-                }
                 let rep = s.mount_report();
                 assert_eq!((rep.damaged_pages, rep.damaged_records), (0, 0), "{ctx}");
                 assert!(cuts || !rep.torn_tail, "{ctx}: torn tail without a cut");
@@ -916,9 +847,6 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
         dump(s.flash().inner.as_bytes(), P, W);
     }
     for round in 0..2 {
-        if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
-            return;
-        }
         for (i, (c, uri)) in IDS.iter().enumerate() {
             assert_eq!(block_on(s.open(c, uri)), Ok(()));
             check_all(&mut s, &m, i, &universe, &format!("{geo} final round {round} ns {i}"));
@@ -941,9 +869,6 @@ fn recover<'a, const P: usize, const N: usize, const R: usize, const W: usize>(
     ctx: &str,
 ) -> Option<S<'a, P, N, R, W>> {
     let mut s = remount(s, max);
-    if !strict() && torn_record_unflagged(s.flash().inner.as_bytes(), P, W) {
-        return None;
-    }
     if trace() {
         eprintln!("== recovery {ctx}: {:?}", s.mount_report());
         dump(s.flash().inner.as_bytes(), P, W);
@@ -1114,7 +1039,7 @@ pub fn build_image(page: usize, pages: usize, write: usize, flags: u8, body: &[u
 
 fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bool, flags: u8, body: &[u8]) {
     let img = build_image(P, N, W, flags, body);
-    // KNOWN BUG (tests/known_bugs.rs, sequence wrap): on an image whose newest header has a
+    // KNOWN BUG (tests/fuzz_findings.rs, sequence wrap): on an image whose newest header has a
     // sequence number near u32::MAX the next page's sequence number wraps: the page is not part
     // of the log (reads miss it, the next mount drops it). Unreachable by wear; outside strict
     // mode the read-back checks are skipped for such images.
@@ -1402,9 +1327,7 @@ fn run_hooks<const P: usize, const N: usize, const R: usize, const W: usize>(u: 
                 if trace() {
                     eprintln!("{ctx}: remove {k} -> {r:?} usage {:?}", t.inner().usage());
                 }
-                if model.contains_key(&k) && r == Err(E::Full) && !strict() {
-                    // KNOWN BUG (tests/known_bugs.rs): remove can fail with Full near capacity.
-                } else if model.remove(&k).is_some() {
+                if model.remove(&k).is_some() {
                     assert_eq!(r, Ok(()), "{ctx}");
                 } else {
                     assert_eq!(r, Err(E::NotFound), "{ctx}");
