@@ -10,6 +10,9 @@
 //!
 //! `cargo run --release --example wear_soak` (about a minute; `SOAK_OPS=200000` for a short run).
 
+// `drop(store)` ends a session (a reboot) where the flash is used next; the store only borrows it.
+#![allow(clippy::drop_non_drop)]
+
 use std::time::Instant;
 
 use mqtt_persist::flash::{SimFlash, block_on};
@@ -49,7 +52,7 @@ fn main() {
             ops += 1;
             if in_flight.len() > IN_FLIGHT as usize {
                 let old = in_flight.remove(0);
-                if old % 2 == 0 {
+                if old.is_multiple_of(2) {
                     block_on(s.remove(Key::command(old))).unwrap_or_else(|e| panic!("remove {old}: {e:?}"));
                 } else {
                     block_on(s.remove_deferred(Key::command(old))).unwrap();
@@ -69,7 +72,7 @@ fn main() {
             x ^= x >> 7;
             x ^= x << 17;
             let old = in_flight.swap_remove((x % in_flight.len() as u64) as usize);
-            if old % 2 == 0 {
+            if old.is_multiple_of(2) {
                 block_on(s.remove(Key::command(old))).unwrap_or_else(|e| panic!("remove {old}: {e:?}"));
             } else {
                 block_on(s.remove_deferred(Key::command(old))).unwrap();

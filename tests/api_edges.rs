@@ -2,6 +2,9 @@
 //! buffers, `keys()` with an empty output slice, the deferred-removal set at its capacity,
 //! `len_of`, and `Config::new(0)`.
 
+// `drop(store)` ends a session (a reboot) where the flash is used next; the store only borrows it.
+#![allow(clippy::drop_non_drop)]
+
 use mqtt_persist::flash::{SimFlash, block_on};
 use mqtt_persist::{Config, Error, Key, KeyCursor, Store};
 

@@ -3,6 +3,9 @@
 //! geometries. The model is a `BTreeMap` of values per namespace with an insertion stamp per key
 //! (so the exact order of `keys()` is checked) and the set of deferred removals not yet durable.
 
+// `drop(store)` ends a session (a reboot) where the flash is used next; the store only borrows it.
+#![allow(clippy::drop_non_drop)]
+
 use std::collections::BTreeMap;
 
 use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    if !(256..=128 * 1024).contains(&page) || page % 32 != 0 || !ws.is_power_of_two() || ws > 32 {
+    if !(256..=128 * 1024).contains(&page) || !page.is_multiple_of(32) || !ws.is_power_of_two() || ws > 32 {
         eprintln!(
             "unsupported geometry: page size must be 256..=131072 and a multiple of 32, write size a power of two up to 32"
         );
@@ -177,7 +177,7 @@ fn type_name(ty: RecordType) -> &'static str {
 fn inspect(image: &[u8], page: usize, ws: usize) -> Report {
     let n = image.len() / page;
     let mut findings = Vec::new();
-    if image.len() % page != 0 {
+    if !image.len().is_multiple_of(page) {
         findings.push(Finding {
             page: n,
             off: None,
