@@ -639,6 +639,12 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                     assert_eq!(r, Err(E::AlreadyOpen), "{ctx}");
                 }
             }
+            Op::Close | Op::Flush if r == Err(E::Full) && cuts && !strict() => {
+                // OPEN BUG (tests/fuzz_regressions.rs, bug_close_full_after_cut): after a power
+                // cut on a nearly full store, writing deferred removals can fail with Full.
+                // Nothing was written: the store stays open with its removals pending.
+                assert!(s.is_open(), "{ctx}");
+            }
             Op::Close => {
                 assert_eq!(r, Ok(()), "{ctx}");
                 assert_eq!(s.pending_removals(), 0, "{ctx}");
@@ -833,6 +839,9 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
             };
             s = r;
             m = model_from(&mut s, &before, "final close");
+        } else if r == Err(E::Full) && cuts && !strict() {
+            // OPEN BUG (bug_close_full_after_cut): see the Close case above.
+            return;
         } else {
             assert_eq!(r, Ok(()), "{geo}: final close");
         }
