@@ -44,6 +44,9 @@ pub enum Error<E> {
     },
     /// The flash geometry cannot hold this store (page size, alignment or page count).
     BadGeometry,
+    /// The format's page sequence numbers are used up (2^32 page openings, far beyond any
+    /// flash's endurance: only a crafted image gets here). Nothing was changed.
+    Exhausted,
     /// An internal invariant did not hold; this would otherwise have been a panic. Please
     /// report it with a flash image.
     LogicBug,
@@ -63,6 +66,7 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
             Error::AlreadyOpen => f.write_str("store is already open with another client"),
             Error::UnsupportedVersion { found } => write!(f, "unsupported on-flash format version {found}"),
             Error::BadGeometry => f.write_str("flash geometry not supported"),
+            Error::Exhausted => f.write_str("page sequence numbers exhausted"),
             Error::LogicBug => f.write_str("internal invariant violated (bug)"),
         }
     }

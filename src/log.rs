@@ -1413,6 +1413,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// and retires (in that same header) the dead pages at the tail.
     async fn open_page(&mut self, want: Ctx, key: Option<Key>, compacting: bool) -> Res<(), F> {
         let next = if self.len == 0 { 0 } else { Self::next_page(self.head) };
+        // Never wrap: mount orders pages by sequence number. Checked before anything changes.
+        let seq = if self.len == 0 {
+            1
+        } else {
+            self.head_seq.checked_add(1).ok_or(Error::Exhausted)?
+        };
         let free = N as u16 - self.len;
         if free == 0 || (!compacting && free < 2 && self.dead_tail() == 0) {
             return Err(Error::Full);
@@ -1435,7 +1441,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
         }
         let dead = if self.len > 0 { self.dead_tail_upto_head() } else { 0 };
-        let seq = self.head_seq.wrapping_add(1).max(1);
         let tail_seq = if self.len == 0 {
             seq
         } else {
