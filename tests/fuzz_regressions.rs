@@ -132,7 +132,8 @@ fn bug_torn_put_resurrected() {
 
 /// image crash (fuzzer, 30 s run): page 5 carries a valid header with `seq = u32::MAX`; the
 /// store's next page gets `seq = 1` (wrapping), so after a remount that page is not part of the
-/// log and puts that returned `Ok` are gone. Minimal form: `tests/fuzz_findings.rs`.
+/// log and puts that returned `Ok` were gone. Fixed on main (21c1c95: such puts now return
+/// `Exhausted`). Minimal form: `tests/fuzz_findings.rs`.
 const BUG_SEQ_WRAP: &[u8] = &[
     0x02, 0x07, 0x7e, 0xf2, 0x39, 0x19, 0x17, 0x6d, 0x1b, 0xb3, 0xe0, 0x11, 0x2f, 0x77, 0x03, 0xdd, 0x02, 0x8e, 0x7f,
     0xc7, 0x58, 0x08, 0x4c, 0x58, 0xd2, 0xa9, 0xce, 0xf5, 0x80, 0xc3, 0x5c, 0x18, 0xfc, 0x73, 0x6b, 0x9d, 0x62, 0xc4,
@@ -415,7 +416,6 @@ const BUG_SEQ_WRAP: &[u8] = &[
 ];
 
 #[test]
-#[ignore = "BUG: on an image whose newest page has seq u32::MAX, acknowledged puts are lost at the next mount"]
 fn bug_seq_wrap() {
     harness::set_strict(true);
     harness::image(BUG_SEQ_WRAP);

@@ -1048,17 +1048,6 @@ pub fn build_image(page: usize, pages: usize, write: usize, flags: u8, body: &[u
 
 fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bool, flags: u8, body: &[u8]) {
     let img = build_image(P, N, W, flags, body);
-    // KNOWN BUG (tests/fuzz_findings.rs, sequence wrap): on an image whose newest header has a
-    // sequence number near u32::MAX the next page's sequence number wraps: the page is not part
-    // of the log (reads miss it, the next mount drops it). Unreachable by wear; outside strict
-    // mode the read-back checks are skipped for such images.
-    let wraps = !strict()
-        && (0..N).any(|p| {
-            matches!(
-                mqtt_persist::codec::PageHeader::decode(img[p * P..p * P + 32].try_into().unwrap()),
-                mqtt_persist::codec::HeaderState::Valid(h) if h.seq > u32::MAX - 4 * N as u32
-            )
-        });
     let mut flash = SimFlash::<P, N, R, W>::boxed();
     flash.set_ecc(ecc);
     flash.load_image(&img);
@@ -1110,7 +1099,6 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
             let v = vec![j as u8 ^ 0x5A; (j as usize * 37) % max.max(1)];
             s.flash().budget();
             match block_on(s.put(k, &[&v])) {
-                Ok(()) if wraps => {}
                 Ok(()) => {
                     s.flash().budget();
                     assert_eq!(
@@ -1123,13 +1111,13 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
                         written.push((k, v));
                     }
                 }
-                Err(E::Full | E::Corrupted) => {}
+                Err(E::Full | E::Corrupted | E::Exhausted) => {}
                 Err(e) => panic!("put {k} on an arbitrary image: {e:?}"),
             }
         }
         s.flash().budget();
         match block_on(s.close()) {
-            Ok(()) | Err(E::Full | E::Corrupted) => {}
+            Ok(()) | Err(E::Full | E::Corrupted | E::Exhausted) => {}
             Err(e) => panic!("close on an arbitrary image: {e:?}"),
         }
         if s.is_open() {
@@ -1138,9 +1126,6 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
     }
     // Remounting what the store wrote itself works, and its puts are still there.
     let probe = s.into_flash();
-    if wraps {
-        written.clear();
-    }
     probe.budget();
     if trace() {
         eprintln!(
