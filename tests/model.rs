@@ -1,5 +1,3 @@
-// `drop(store)` marks where a reboot ends the flash borrow; clippy 1.95 flags it as a no-op.
-#![allow(clippy::drop_non_drop)]
 //! Model-based test: random sequences of every Paho operation (plus `remove_deferred`, `flush`
 //! and remounts) run against the store and against a plain in-memory model, on several flash
 //! geometries. The model is a `BTreeMap` of values per namespace with an insertion stamp per key

@@ -4,6 +4,9 @@
 //! old-or-new, nothing else changed, and the store takes writes again. Then the same with a
 //! second cut during the first operations after the remount.
 
+// `drop(store)` ends a session (a reboot) where the flash is used next; the store only borrows it.
+#![allow(clippy::drop_non_drop)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use mqtt_persist::flash::{SimFlash, block_on};
