@@ -1349,3 +1349,15 @@ fn run_hooks<const P: usize, const N: usize, const R: usize, const W: usize>(u: 
     let state: BTreeMap<Key, Vec<u8>> = snapshot(s, "final").into_iter().collect();
     assert_eq!(state, model, "final stored forms");
 }
+
+/// `mqtt_decode`: arbitrary bytes as a persisted MQTT record. Decoding gives a typed error or a
+/// record; a record re-encodes to exactly the bytes it was decoded from (the format has one
+/// spelling per record) and decodes back to itself.
+pub fn mqtt_decode(data: &[u8]) {
+    use mqtt_persist::mqtt::packet::Record;
+    let Ok(record) = Record::decode(data) else { return };
+    let mut buf = vec![0u8; data.len() + 16];
+    let encoded = record.encode(&mut buf).expect("a decoded record re-encodes");
+    assert_eq!(record.encoded_len(), encoded.len());
+    assert_eq!(Record::decode(encoded), Ok(record));
+}
