@@ -35,17 +35,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         usage.live_bytes, usage.log_pages
     );
 
-    // RAM: the store struct and its largest operation futures, measured, not estimated.
+    // RAM: the store struct and every operation's future, measured, not estimated (async
+    // locals live in the future, so it is the operation's RAM).
     let mut buf = [0u8; 512];
-    let put_fut = size_of_val(&store.put(Key::command(0), &[b"x"]));
-    let get_fut = size_of_val(&store.get(Key::command(0), &mut buf));
-    let rm_fut = size_of_val(&store.remove(Key::command(0)));
     let mut keys = [Key::sent(0); 8];
     let mut cursor = KeyCursor::default();
+    let put = size_of_val(&store.put(Key::command(0), &[b"x"]));
+    let get = size_of_val(&store.get(Key::command(0), &mut buf));
+    let remove = size_of_val(&store.remove(Key::command(0)));
+    let remove_deferred = size_of_val(&store.remove_deferred(Key::command(0)));
+    let flush = size_of_val(&store.flush());
+    let close = size_of_val(&store.close());
+    let clear = size_of_val(&store.clear());
     let keys_fut = size_of_val(&store.keys(&mut cursor, &mut keys));
+    let contains = size_of_val(&store.contains(Key::command(0)));
+    let futures = [
+        ("put", put),
+        ("get", get),
+        ("remove", remove),
+        ("remove_deferred", remove_deferred),
+        ("flush", flush),
+        ("close", close),
+        ("clear", clear),
+        ("keys", keys_fut),
+        ("contains", contains),
+    ];
+    let largest = futures.iter().max_by_key(|f| f.1).unwrap();
     println!(
-        "RAM: Store<_, {PAGES}> is {} bytes; futures: put {put_fut}, get {get_fut}, remove {rm_fut}, keys {keys_fut} bytes",
-        size_of_val(&store) - size_of_val(store.flash())
+        "RAM: Store<_, {PAGES}> is {} bytes; largest operation future: {} ({} bytes); all: {}",
+        size_of_val(&store) - size_of_val(store.flash()),
+        largest.0,
+        largest.1,
+        futures.iter().map(|(n, b)| format!("{n} {b}")).collect::<Vec<_>>().join(", ")
     );
 
     // Reboot: drop everything but the flash image.
