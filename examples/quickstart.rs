@@ -66,7 +66,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         size_of_val(&store) - size_of_val(store.flash()),
         largest.0,
         largest.1,
-        futures.iter().map(|(n, b)| format!("{n} {b}")).collect::<Vec<_>>().join(", ")
+        futures
+            .iter()
+            .map(|(n, b)| format!("{n} {b}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     // Reboot: drop everything but the flash image.
