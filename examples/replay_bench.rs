@@ -9,11 +9,10 @@
 #[path = "support/tcp.rs"]
 mod support;
 
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use critical_section as _;
@@ -35,89 +34,15 @@ fn start_rumqttd() -> SocketAddr {
         .unwrap()
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut config = rumqttd::Config {
-        router: rumqttd::RouterConfig {
-            max_connections: 16,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let mut v4 = HashMap::new();
-    v4.insert(
-        "v4".to_string(),
-        rumqttd::ServerSettings {
-            name: "v4".to_string(),
-            listen: addr,
-            tls: None,
-            next_connection_delay_ms: 1,
-            connections: rumqttd::ConnectionSettings {
-                connection_timeout_ms: 60_000,
-                max_payload_size: 20_480,
-                max_inflight_count: 500,
-                auth: None,
-                external_auth: None,
-                dynamic_filters: true,
-            },
-        },
-    );
-    config.v4 = Some(v4);
-    std::thread::spawn(move || {
-        let _ = rumqttd::Broker::new(config).start();
-    });
-    let start = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::start_rumqttd(addr);
     addr
-}
-
-async fn subscriber(broker: SocketAddr, topic: &str) -> Arc<Mutex<Vec<u32>>> {
-    let mut opts = rumqttc::MqttOptions::new(
-        format!("bench-check-{}", topic.replace('/', "-")),
-        "127.0.0.1",
-        broker.port(),
-    );
-    opts.set_inflight(100);
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
-    client.subscribe(topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut tx = Some(tx);
-    tokio::spawn(async move {
-        let _client = client;
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    sink.lock()
-                        .unwrap()
-                        .push(std::str::from_utf8(&p.payload).unwrap().parse().unwrap());
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), rx)
-        .await
-        .unwrap()
-        .unwrap();
-    got
 }
 
 /// Buffers `n` messages offline, then replays them with window `W`; returns msgs/s.
 async fn run<const W: usize>(broker: SocketAddr, n: u32, latency_ms: u64) -> f64 {
     let topic = format!("bench/w{W}");
-    let received = subscriber(broker, &topic).await;
+    let received =
+        support::subscribe_readings(broker, &format!("bench-check-w{W}"), &topic, rumqttc::QoS::AtLeastOnce).await;
     let faults = Arc::new(Faults::default());
     faults.latency_us.store(latency_ms * 1000, Ordering::Relaxed);
     let proxy = start_proxy(broker, faults).await;

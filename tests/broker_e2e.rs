@@ -92,52 +92,14 @@ fn start_broker() -> Broker {
             _dir: Some(TempDir(dir)),
         }
     } else {
-        let mut config = rumqttd::Config {
-            id: 0,
-            router: rumqttd::RouterConfig {
-                max_connections: 64,
-                max_outgoing_packet_count: 200,
-                max_segment_size: 100 * 1024 * 1024,
-                max_segment_count: 10,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let mut v4 = HashMap::new();
-        v4.insert(
-            "v4".to_string(),
-            rumqttd::ServerSettings {
-                name: "v4".to_string(),
-                listen: addr,
-                tls: None,
-                next_connection_delay_ms: 1,
-                connections: rumqttd::ConnectionSettings {
-                    connection_timeout_ms: 60_000,
-                    max_payload_size: 20_480,
-                    max_inflight_count: 500,
-                    auth: None,
-                    external_auth: None,
-                    dynamic_filters: true,
-                },
-            },
-        );
-        config.v4 = Some(v4);
-        std::thread::spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            let _ = broker.start();
-        });
+        support::start_rumqttd(addr);
         Broker {
             addr,
             child: None,
             _dir: None,
         }
     };
-    // Wait until it accepts connections (bounded).
-    let start = Instant::now();
-    while std::net::TcpStream::connect(broker.addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_accepting(broker.addr);
     broker
 }
 
@@ -160,39 +122,7 @@ async fn subscribe(broker: SocketAddr, id: &str, topic: &str) -> Received {
 }
 
 async fn subscribe_qos(broker: SocketAddr, id: &str, topic: &str, qos: rumqttc::QoS) -> Received {
-    let mut opts = rumqttc::MqttOptions::new(id, broker.ip().to_string(), broker.port());
-    opts.set_clean_session(false);
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_inflight(100);
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
-    client.subscribe(topic, qos).await.unwrap();
-    let received = Received::default();
-    let sink = received.clone();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    tokio::spawn(async move {
-        let _client = client;
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    let n = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
-                    sink.0.lock().unwrap().push(n);
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
-        .await
-        .expect("no SUBACK")
-        .unwrap();
-    received
+    Received(support::subscribe_readings(broker, id, topic, qos).await)
 }
 
 /// Waits (bounded) until `want` distinct readings arrived, then a little longer for stray

@@ -178,3 +178,94 @@ async fn pump(
         _ = writer => {}
     }
 }
+
+/// Starts rumqttd in this process, listening on `addr` (127.0.0.1), and returns once it
+/// accepts connections (bounded: 10 s).
+pub fn start_rumqttd(addr: SocketAddr) {
+    let mut config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 64,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut v4 = std::collections::HashMap::new();
+    v4.insert(
+        "v4".to_string(),
+        rumqttd::ServerSettings {
+            name: "v4".to_string(),
+            listen: addr,
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: 60_000,
+                max_payload_size: 20_480,
+                max_inflight_count: 500,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        },
+    );
+    config.v4 = Some(v4);
+    std::thread::spawn(move || {
+        let _ = rumqttd::Broker::new(config).start();
+    });
+    wait_accepting(addr);
+}
+
+/// Waits (bounded: 10 s) until something accepts TCP connections on `addr`.
+pub fn wait_accepting(addr: SocketAddr) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A checking subscriber straight to the broker (rumqttc, persistent session): returns the
+/// readings (payloads parsed as `u32`) in arrival order, once the SUBACK came (bounded: 10 s).
+pub async fn subscribe_readings(
+    broker: SocketAddr,
+    id: &str,
+    topic: &str,
+    qos: rumqttc::QoS,
+) -> Arc<std::sync::Mutex<Vec<u32>>> {
+    let mut opts = rumqttc::MqttOptions::new(id, broker.ip().to_string(), broker.port());
+    opts.set_clean_session(false);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_inflight(100);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
+    client.subscribe(topic, qos).await.unwrap();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let n = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+                    sink.lock().unwrap().push(n);
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+        .await
+        .expect("no SUBACK")
+        .unwrap();
+    received
+}
