@@ -42,8 +42,9 @@ pub enum Error<E> {
         /// The version byte found in a page header.
         found: u8,
     },
-    /// The flash geometry cannot hold this store (page size, alignment or page count).
-    BadGeometry,
+    /// The flash geometry or the configuration cannot hold this store; the reason names the
+    /// rule that was broken (see [`GeometryError`]). Nothing was read or written.
+    BadGeometry(GeometryError),
     /// The format's page sequence numbers are used up (2^32 page openings, far beyond any
     /// flash's endurance: only a crafted image gets here). Nothing was changed.
     Exhausted,
@@ -65,7 +66,7 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
             Error::NotOpen => f.write_str("store is not open"),
             Error::AlreadyOpen => f.write_str("store is already open with another client"),
             Error::UnsupportedVersion { found } => write!(f, "unsupported on-flash format version {found}"),
-            Error::BadGeometry => f.write_str("flash geometry not supported"),
+            Error::BadGeometry(g) => write!(f, "flash geometry not supported: {g}"),
             Error::Exhausted => f.write_str("page sequence numbers exhausted"),
             Error::LogicBug => f.write_str("internal invariant violated (bug)"),
         }
@@ -73,6 +74,77 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
 }
 
 impl<E: fmt::Debug> core::error::Error for Error<E> {}
+
+/// Which rule of the accepted geometry (README "Geometry", docs/DESIGN.md section 2) a
+/// refused mount breaks.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum GeometryError {
+    /// `READ_SIZE` must be a power of two of at most 32 bytes.
+    ReadSize {
+        /// The flash's `READ_SIZE`.
+        read_size: usize,
+    },
+    /// `WRITE_SIZE` must be a power of two of at most 32 bytes.
+    WriteSize {
+        /// The flash's `WRITE_SIZE`.
+        write_size: usize,
+    },
+    /// The erase page (`ERASE_SIZE`) must be a multiple of 32 bytes from 256 bytes to 128 KiB.
+    PageSize {
+        /// The flash's `ERASE_SIZE`.
+        page_size: usize,
+    },
+    /// The store's `PAGES` must be from 4 to 4096.
+    PageCount {
+        /// The `PAGES` of the store type.
+        pages: usize,
+    },
+    /// The flash's capacity must be exactly `PAGES * ERASE_SIZE` (mount a partition of the
+    /// right size).
+    Capacity {
+        /// `NorFlash::capacity()` of the flash.
+        flash_bytes: usize,
+        /// `PAGES * ERASE_SIZE`.
+        expected: usize,
+    },
+    /// `Config::max_value_len` must not exceed `Store::max_value_limit()` for this geometry:
+    /// an empty store must be able to take one value of that size with every reserve kept.
+    ValueTooLarge {
+        /// The configured `max_value_len`.
+        max_value_len: usize,
+        /// The largest value this geometry supports.
+        limit: usize,
+    },
+    /// The reserves the store keeps for compaction leave no room for data on this geometry
+    /// (pages too small for the write size, or too few pages).
+    NoRoom,
+}
+
+impl fmt::Display for GeometryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            GeometryError::ReadSize { read_size } => {
+                write!(f, "READ_SIZE {read_size} is not a power of two of at most 32")
+            }
+            GeometryError::WriteSize { write_size } => {
+                write!(f, "WRITE_SIZE {write_size} is not a power of two of at most 32")
+            }
+            GeometryError::PageSize { page_size } => {
+                write!(f, "page size {page_size} is not a multiple of 32 from 256 to 131072")
+            }
+            GeometryError::PageCount { pages } => write!(f, "{pages} pages: the store needs 4 to 4096"),
+            GeometryError::Capacity { flash_bytes, expected } => {
+                write!(f, "flash capacity {flash_bytes} is not PAGES * page size = {expected}")
+            }
+            GeometryError::ValueTooLarge { max_value_len, limit } => {
+                write!(f, "max_value_len {max_value_len} exceeds this geometry's limit {limit}")
+            }
+            GeometryError::NoRoom => f.write_str("the compaction reserves leave no room for data"),
+        }
+    }
+}
 
 impl<E> From<E> for Error<E> {
     fn from(e: E) -> Self {

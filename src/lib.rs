@@ -19,7 +19,7 @@ pub mod file_flash;
 #[cfg(feature = "adapter")]
 pub mod adapter;
 
-pub use error::Error;
+pub use error::{Error, GeometryError};
 pub use key::{Key, Kind, ParseKeyError};
 pub use log::MountReport;
 pub use persistence::{Blocking, Persistence, Transform, Transformed};

@@ -19,7 +19,7 @@ use crate::codec::{
     CRC, ERASED_TAG, HeaderState, MAX_BATCH_DATA, MAX_FRAGMENT_DATA, PAGE_HEADER_LEN, PageHeader, RECORD_OVERHEAD,
     RecordType, TAG_LEN, Tag, TagError, full_id, id_high_of, le32, round_up, stored_len,
 };
-use crate::error::Error;
+use crate::error::{Error, GeometryError};
 use crate::key::{Key, Kind};
 
 /// Keys resolved per liveness pass, and the capacity of the deferred-removal set.
@@ -257,17 +257,34 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         (stored.div_ceil(8) + tombstone.div_ceil(8)).min(u16::MAX as u32) as u16
     }
 
-    /// Checks the geometry the crate supports; see `docs/DESIGN.md` for the reasons.
-    pub fn check_geometry(flash: &F) -> bool {
+    /// Checks the geometry the crate supports (README "Geometry", `docs/DESIGN.md` section 2):
+    /// the first rule broken, if any.
+    pub fn check_geometry(flash: &F) -> Result<(), GeometryError> {
         let page = F::ERASE_SIZE;
         let pow2_32 = |x: usize| x.is_power_of_two() && x <= 32;
-        pow2_32(F::READ_SIZE)
-            && pow2_32(F::WRITE_SIZE)
-            && (256..=128 * 1024).contains(&page)
-            && page % 32 == 0
-            && N >= 4
-            && N <= 4096
-            && flash.capacity() == N * page
+        if !pow2_32(F::READ_SIZE) {
+            return Err(GeometryError::ReadSize {
+                read_size: F::READ_SIZE,
+            });
+        }
+        if !pow2_32(F::WRITE_SIZE) {
+            return Err(GeometryError::WriteSize {
+                write_size: F::WRITE_SIZE,
+            });
+        }
+        if !(256..=128 * 1024).contains(&page) || page % 32 != 0 {
+            return Err(GeometryError::PageSize { page_size: page });
+        }
+        if !(4..=4096).contains(&N) {
+            return Err(GeometryError::PageCount { pages: N });
+        }
+        if flash.capacity() != N * page {
+            return Err(GeometryError::Capacity {
+                flash_bytes: flash.capacity(),
+                expected: N * page,
+            });
+        }
+        Ok(())
     }
 
     /// Bytes of a page available to records.
@@ -283,8 +300,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Reads every page header and the head page, and rebuilds the RAM summary. Writes
     /// nothing: a power cut during mount changes nothing.
     pub async fn mount(mut flash: F, max_value: u32) -> Result<Self, (F, Error<F::Error>)> {
-        if !Self::check_geometry(&flash) || max_value > Self::max_value_limit() {
-            return Err((flash, Error::BadGeometry));
+        if let Err(g) = Self::check_geometry(&flash) {
+            return Err((flash, Error::BadGeometry(g)));
+        }
+        if max_value > Self::max_value_limit() {
+            let g = GeometryError::ValueTooLarge {
+                max_value_len: max_value as usize,
+                limit: Self::max_value_limit() as usize,
+            };
+            return Err((flash, Error::BadGeometry(g)));
         }
         let _ = &mut flash;
         let mut log = Log {

@@ -91,6 +91,14 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
         }
     }
 
+    /// The bytes of capacity a value of `len` bytes is charged while it is live, as counted in
+    /// [`Usage::live_bytes`]: a `put` of it is refused with [`Error::Full`] only when
+    /// `live_bytes + charge_for(len)` (less the charge of the value it replaces) would exceed
+    /// [`Usage::capacity_bytes`].
+    pub fn charge_for(&self, len: usize) -> u64 {
+        Log::<F, PAGES>::units(estimate(len, F::WRITE_SIZE)) as u64 * 8
+    }
+
     fn ns(&self) -> Res<u64, F> {
         self.ns.ok_or(Error::NotOpen)
     }

@@ -7,7 +7,7 @@
 
 use mqtt_persist::codec::CRC;
 use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};
-use mqtt_persist::{Config, Error, Key, KeyCursor, Store};
+use mqtt_persist::{Config, Error, GeometryError, Key, KeyCursor, Store};
 
 type E = Error<SimFlashError>;
 type Sim = SimFlash<1024, 8, 4, 4>;
@@ -565,11 +565,23 @@ fn a_page_count_other_than_the_store_s_is_bad_geometry() {
     let img = f.as_bytes().to_vec();
     match block_on(Store::<_, 6>::mount(&mut *f, Config::new(64))) {
         Ok(_) => panic!("8 pages mounted as 6"),
-        Err((_, e)) => assert_eq!(e, E::BadGeometry),
+        Err((_, e)) => assert_eq!(
+            e,
+            E::BadGeometry(GeometryError::Capacity {
+                flash_bytes: 8 * PAGE,
+                expected: 6 * PAGE
+            })
+        ),
     }
     match block_on(Store::<_, 16>::mount(&mut *f, Config::new(64))) {
         Ok(_) => panic!("8 pages mounted as 16"),
-        Err((_, e)) => assert_eq!(e, E::BadGeometry),
+        Err((_, e)) => assert_eq!(
+            e,
+            E::BadGeometry(GeometryError::Capacity {
+                flash_bytes: 8 * PAGE,
+                expected: 16 * PAGE
+            })
+        ),
     }
     // Nothing was read or written (SPEC section 2).
     assert_eq!(f.stats(), Default::default());
@@ -583,7 +595,13 @@ fn a_value_limit_above_the_geometry_s_is_bad_geometry() {
     let mut f = Sim::boxed();
     match block_on(Store::<_, 8>::mount(&mut *f, Config::new(limit + 1))) {
         Ok(_) => panic!("limit + 1 accepted"),
-        Err((_, e)) => assert_eq!(e, E::BadGeometry),
+        Err((_, e)) => assert_eq!(
+            e,
+            E::BadGeometry(GeometryError::ValueTooLarge {
+                max_value_len: limit + 1,
+                limit
+            })
+        ),
     }
     assert_eq!(f.stats(), Default::default());
     let mut s = block_on(Store::<_, 8>::mount(&mut *f, Config::new(limit)))
@@ -597,20 +615,20 @@ fn a_value_limit_above_the_geometry_s_is_bad_geometry() {
 
 #[test]
 fn unsupported_flash_geometries_are_bad_geometry() {
-    fn refused<const P: usize, const N: usize, const R: usize, const W: usize>() {
+    fn refused<const P: usize, const N: usize, const R: usize, const W: usize>(why: GeometryError) {
         let mut f = SimFlash::<P, N, R, W>::boxed();
         match block_on(Store::<_, N>::mount(&mut *f, Config::new(16))) {
             Ok(_) => panic!("{P}x{N} read {R} write {W} mounted"),
-            Err((_, e)) => assert_eq!(e, Error::BadGeometry, "{P}x{N} read {R} write {W}"),
+            Err((_, e)) => assert_eq!(e, Error::BadGeometry(why), "{P}x{N} read {R} write {W}"),
         }
         assert_eq!(f.stats(), Default::default());
     }
-    refused::<128, 8, 4, 4>(); // page below 256 bytes
-    refused::<1040, 8, 4, 4>(); // page not a multiple of 32
-    refused::<1024, 3, 4, 4>(); // fewer than 4 pages
-    refused::<1024, 8, 4, 64>(); // write size above 32
-    refused::<1536, 8, 4, 12>(); // write size not a power of two
-    refused::<1024, 8, 64, 4>(); // read size above 32
+    refused::<128, 8, 4, 4>(GeometryError::PageSize { page_size: 128 });
+    refused::<1040, 8, 4, 4>(GeometryError::PageSize { page_size: 1040 });
+    refused::<1024, 3, 4, 4>(GeometryError::PageCount { pages: 3 });
+    refused::<1024, 8, 4, 64>(GeometryError::WriteSize { write_size: 64 });
+    refused::<1536, 8, 4, 12>(GeometryError::WriteSize { write_size: 12 });
+    refused::<1024, 8, 64, 4>(GeometryError::ReadSize { read_size: 64 });
 }
 
 /// The records of every page of a 4-byte-word image: (absolute offset, tag). Stops at the
