@@ -1,0 +1,123 @@
+//! Lookups: the newest event of a key, newest page first, skipping pages by their summary.
+
+use embedded_storage_async::nor_flash::NorFlash;
+
+use super::*;
+
+impl<F: NorFlash, const N: usize> Log<F, N> {
+    /// Resolves the newest event of each wanted `(namespace, key)`, newest page first, skipping
+    /// pages whose summary cannot hold the key. Pending deferred removals count as removed.
+    pub async fn locate_many(&mut self, want: &[(u64, Key)], out: &mut [Loc]) -> Res<(), F> {
+        self.locate_inner(want, out, true).await
+    }
+
+    /// [`Self::locate_many`] ignoring pending deferred removals: where the records still are.
+    pub(super) async fn locate_many_raw(&mut self, want: &[(u64, Key)], out: &mut [Loc]) -> Res<(), F> {
+        self.locate_inner(want, out, false).await
+    }
+
+    pub(super) async fn locate_inner(&mut self, want: &[(u64, Key)], out: &mut [Loc], honor_pending: bool) -> Res<(), F> {
+        let n = want.len().min(BATCH).min(out.len());
+        let mut resolved = [false; BATCH];
+        for i in 0..n {
+            out[i] = Loc::Absent;
+            if honor_pending && self.is_pending(want[i].0, want[i].1) {
+                resolved[i] = true;
+            } else if let Some(loc) = self.recent_loc(want[i].0, want[i].1).await? {
+                out[i] = loc;
+                resolved[i] = true;
+            }
+        }
+        for d in 0..self.len {
+            if resolved[..n].iter().all(|&r| r) {
+                break;
+            }
+            let p = self.ring_back(self.head, d);
+            let info = self.pages[p as usize];
+            if !(0..n).any(|i| !resolved[i] && info.may_hold(want[i].1)) {
+                continue;
+            }
+            let Some(mut c) = self.log_cursor(p).await? else {
+                continue;
+            };
+            let mut ev = [None::<Loc>; BATCH];
+            while let Some(e) = self.next_entry(&mut c).await? {
+                match e.tag.ty {
+                    RecordType::Put(_) => {
+                        for i in 0..n {
+                            if !resolved[i] && Some(want[i].1) == e.key && want[i].0 == e.ns {
+                                if let Some((stored, len)) = self.chain_extent(p, e.off, e.tag).await? {
+                                    ev[i] = Some(Loc::At {
+                                        page: p,
+                                        off: e.off,
+                                        stored,
+                                        len,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    RecordType::Tombstone => {
+                        for i in 0..n {
+                            if !resolved[i] && Some(want[i].1) == e.key && want[i].0 == e.ns {
+                                ev[i] = Some(Loc::Absent);
+                            }
+                        }
+                    }
+                    RecordType::Batch => {
+                        let base = le32(&e.aux[0..4]);
+                        for i in 0..n {
+                            let k = want[i].1;
+                            let bit = k.id().wrapping_sub(base);
+                            if resolved[i] || want[i].0 != e.ns || Some(k.kind()) != e.tag.kind() || bit >= e.span {
+                                continue;
+                            }
+                            let mut byte = [0u8; 1];
+                            self.read(Self::addr(p, e.off + TAG_LEN as u32 + 4 + bit / 8), &mut byte)
+                                .await?;
+                            if byte[0] & (1 << (bit % 8)) != 0 {
+                                ev[i] = Some(Loc::Absent);
+                            }
+                        }
+                    }
+                    RecordType::Clear => {
+                        for i in 0..n {
+                            if !resolved[i] && want[i].0 == e.ns {
+                                ev[i] = Some(Loc::Absent);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for i in 0..n {
+                if let Some(l) = ev[i] {
+                    out[i] = l;
+                    resolved[i] = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the newest record of one key is, ignoring pending deferred removals (the record
+    /// is still on flash and charged until the removal is written).
+    pub async fn locate_raw(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
+        let mut out = [Loc::Absent];
+        self.locate_inner(&[(ns, key)], &mut out, false).await?;
+        Ok(out[0])
+    }
+
+    /// The tag of the record at `(page, off)`.
+    pub async fn tag_at(&mut self, page: u16, off: u32) -> Res<Tag, F> {
+        let word = self.read_u32(Self::addr(page, off)).await?;
+        Tag::decode(word).map_err(|_| Error::Corrupted)
+    }
+
+    /// Where the current value of one key is.
+    pub async fn locate(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
+        let mut out = [Loc::Absent];
+        self.locate_inner(&[(ns, key)], &mut out, true).await?;
+        Ok(out[0])
+    }
+}

@@ -1,0 +1,363 @@
+//! The log: erase pages used as a ring, records appended at the head, pages reclaimed at the
+//! tail. This layer knows pages, records, liveness and space; it knows nothing of Paho.
+//!
+//! Invariants (see `docs/DESIGN.md` for why they hold across power loss):
+//! - Pages in the log are consecutive in ring order with consecutive sequence numbers, from the
+//!   tail (oldest) to the head (newest). Every other page is free.
+//! - At least one free page exists whenever the log is not empty (compaction's reserve).
+//! - A word is written at most once between erases: appends only move forward; after an
+//!   interrupted write (power cut, failed write, dropped future) writing resumes past
+//!   everything that write can have touched, behind a `Sync` record, or the page is sealed.
+//!   Such a page is read with every CRC checked (`F_TORN`), and the next page header says so.
+//! - The newest event for a key (put, tombstone, batch bit or clear) decides its state.
+//!
+//! Nothing here allocates; RAM is [`PageInfo`] per page plus a few words.
+
+use embedded_storage_async::nor_flash::NorFlash;
+
+use crate::codec::{
+    CRC, ERASED_TAG, HeaderState, MAX_BATCH_DATA, MAX_FRAGMENT_DATA, PAGE_HEADER_LEN, PageHeader, RECORD_OVERHEAD,
+    RecordType, TAG_LEN, Tag, TagError, full_id, id_high_of, le32, round_up, stored_len,
+};
+use crate::error::{Error, GeometryError};
+use crate::key::{Key, Kind};
+
+/// Keys resolved per liveness pass, and the capacity of the deferred-removal set.
+pub const BATCH: usize = 32;
+/// Keys returned per `keys()` call (each call is one pass over the log).
+pub const KEYS_BATCH: usize = 16;
+/// Puts remembered with their location, so removing or reading a recent key needs no scan.
+const RECENT: usize = 32;
+const RECENT_EMPTY: u32 = u32::MAX;
+/// A record is split at a page end only if at least this much data fits before it; smaller
+/// tails are left unused so small records stay in one piece (one read, one CRC).
+const MIN_SPLIT: usize = 64;
+/// Bytes staged per flash write call: a multiple of every supported WRITE_SIZE.
+const STAGE: usize = 128;
+/// Bytes a context record (IdHigh, Namespace, Origin) may take, for space estimates.
+const CTX_COST: usize = 48;
+
+const F_CLEAR: u8 = 1;
+const F_MOVED: u8 = 2;
+const F_EXACT: u8 = 4;
+const F_BLANK: u8 = 8;
+const F_DIRTY: u8 = 16;
+/// The page ended in an interrupted write: every record's CRC is checked when scanning it.
+const F_TORN: u8 = 64;
+
+type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
+
+/// What the store keeps in RAM per page: enough to skip pages when looking for a key and to
+/// know when a page holds nothing live.
+#[derive(Debug, Clone, Copy)]
+pub struct PageInfo {
+    /// Smallest and largest key id of any put or removal in the page.
+    lo: u32,
+    hi: u32,
+    /// Live bytes of records starting in the page, in 8-byte units, plus one unit per live
+    /// record for its future tombstone. Exact with `F_EXACT`, else an upper bound.
+    live: u16,
+    /// Bit k: a put or removal of kind k is in the page.
+    kinds: u8,
+    flags: u8,
+}
+
+impl PageInfo {
+    const FREE: PageInfo = PageInfo {
+        lo: u32::MAX,
+        hi: 0,
+        live: 0,
+        kinds: 0,
+        flags: 0,
+    };
+
+    fn note(&mut self, kind: Kind, lo: u32, hi: u32) {
+        self.kinds |= 1 << kind.code();
+        self.lo = self.lo.min(lo);
+        self.hi = self.hi.max(hi);
+    }
+
+    fn may_hold(&self, key: Key) -> bool {
+        self.flags & F_CLEAR != 0
+            || (self.kinds & (1 << key.kind().code()) != 0 && self.lo <= key.id() && key.id() <= self.hi)
+    }
+}
+
+/// The write or scan context: what records do not repeat because it rarely changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ctx {
+    ns: u64,
+    hi_c: u16,
+    hi_q: u16,
+    /// For puts moved by compaction: origin page seq and ordinal of the next put.
+    origin: Option<(u32, u32)>,
+}
+
+impl Ctx {
+    fn from_header(h: &PageHeader) -> Ctx {
+        Ctx {
+            ns: h.namespace,
+            hi_c: h.id_high,
+            hi_q: h.id_high,
+            origin: None,
+        }
+    }
+
+    fn hi(&self, kind: Kind) -> u16 {
+        match kind {
+            Kind::Command => self.hi_c,
+            Kind::Queued => self.hi_q,
+            _ => 0,
+        }
+    }
+}
+
+/// Insertion order of a put: (page seq, put index in page), or its origin if it was moved,
+/// then where the record is now (page seq, offset), which orders the copies an interrupted
+/// compaction leaves and makes every stamp unique.
+pub type Stamp = (u32, u32, u64);
+
+/// The origin part of a [`Stamp`], which moved records carry.
+pub type Origin = (u32, u32);
+
+/// Where the newest event of a key left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loc {
+    /// No value: never written, removed, or cleared.
+    Absent,
+    /// The value's first fragment.
+    At {
+        /// Page of the first fragment.
+        page: u16,
+        /// Offset of the first fragment in the page.
+        off: u32,
+        /// Bytes the record takes on flash, all fragments.
+        stored: u32,
+        /// Length of the value.
+        len: u32,
+    },
+}
+
+/// One record met by a scan.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    off: u32,
+    tag: Tag,
+    ns: u64,
+    key: Option<Key>,
+    stamp: Stamp,
+    aux: [u8; 8],
+    /// For a `Batch`: ids covered, up to and including the highest set bit (0 if none).
+    span: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    page: u16,
+    off: u32,
+    end: u32,
+    seq: u32,
+    puts: u32,
+    ctx: Ctx,
+    /// A structurally broken record stopped the scan (outside torn pages: damage).
+    damaged: bool,
+    /// In a torn page: garbage was met (and skipped if a Sync followed).
+    skipped: bool,
+    /// In a torn page: the scan ended at garbage with no Sync after it.
+    torn_end: bool,
+}
+
+/// What mounting found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MountReport {
+    /// Pages of the log whose header was missing or wrong: their records are lost.
+    pub damaged_pages: u32,
+    /// Pages where a structurally broken record cut the scan short (records after it lost).
+    pub damaged_records: u32,
+    /// The head page ends in the remains of an interrupted write (expected after a power cut;
+    /// not damage). Writing resumes past it.
+    pub torn_tail: bool,
+    /// Pages in the log.
+    pub log_pages: u32,
+}
+
+/// A source of value bytes for an append: caller memory, or a record already on flash.
+pub enum Source<'a> {
+    /// Scatter-gather parts, consumed in order.
+    Ram {
+        /// The parts.
+        parts: &'a [&'a [u8]],
+        /// Index of the current part.
+        idx: usize,
+        /// Bytes consumed of the current part.
+        pos: usize,
+    },
+    /// A record on flash, read fragment by fragment.
+    Flash(Chain),
+}
+
+/// A reader over a record's fragments, checking each fragment's CRC as it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain {
+    page: u16,
+    frag_off: u32,
+    tag: Tag,
+    pos: u32,
+    crc_state: u32,
+    done: bool,
+}
+
+/// The log over a flash of `N` pages.
+pub struct Log<F: NorFlash, const N: usize> {
+    flash: F,
+    pages: [PageInfo; N],
+    head: u16,
+    len: u16,
+    head_seq: u32,
+    head_off: u32,
+    head_checked: bool,
+    head_ctx: Ctx,
+    head_puts: u32,
+    erase_max: u32,
+    pending: [Key; BATCH],
+    pending_len: u8,
+    /// The namespace the pending removals belong to.
+    pending_ns: u64,
+    max_value: u32,
+    report: MountReport,
+    /// The head page was sealed after an interrupted write: the next page header says so.
+    prev_torn: bool,
+    /// A record write is under way (see [`Self::write_record`]).
+    in_flight: bool,
+    /// The newest puts of namespace `recent_ns`: (id, kind:3 | page:12 | offset:17). An entry
+    /// is dropped whenever its record stops being its key's newest event, so a hit is exact.
+    recent: [(u32, u32); RECENT],
+    recent_next: u8,
+    recent_ns: u64,
+    /// Namespaces of the records in the log: `None` none yet, `Some(Some(ns))` only `ns`,
+    /// `Some(None)` more than one (conservative: never narrowed again until the log is empty).
+    log_ns: Option<Option<u64>>,
+}
+
+const fn page_size<F: NorFlash>() -> u32 {
+    F::ERASE_SIZE as u32
+}
+
+fn ws<F: NorFlash>() -> usize {
+    F::WRITE_SIZE
+}
+
+mod space;
+mod mount;
+mod io;
+mod scan;
+mod lookup;
+mod recent;
+mod pending;
+mod compact;
+mod append;
+mod value;
+mod keys;
+
+impl<F: NorFlash, const N: usize> Log<F, N> {
+    /// The report of the last mount.
+    pub fn report(&self) -> MountReport {
+        self.report
+    }
+
+    /// Gives the flash back.
+    pub fn into_flash(self) -> F {
+        self.flash
+    }
+
+    /// The flash, for statistics.
+    pub fn flash(&self) -> &F {
+        &self.flash
+    }
+
+    /// Pages currently in the log.
+    pub fn log_pages(&self) -> u32 {
+        self.len as u32
+    }
+
+    pub(super) fn ring_back(&self, p: u16, d: u16) -> u16 {
+        ((p as usize + N - d as usize % N) % N) as u16
+    }
+
+    pub(super) fn next_page(p: u16) -> u16 {
+        ((p as usize + 1) % N) as u16
+    }
+
+    /// Distance of page `p` behind the head, if it is in the log.
+    pub(super) fn age(&self, p: u16) -> Option<u16> {
+        let d = ((self.head as usize + N - p as usize) % N) as u16;
+        (self.len > 0 && d < self.len).then_some(d)
+    }
+
+    pub(super) fn seq_of(&self, p: u16) -> u32 {
+        self.head_seq - self.age(p).unwrap_or(0) as u32
+    }
+
+    pub(super) fn addr(p: u16, off: u32) -> u32 {
+        p as u32 * page_size::<F>() + off
+    }
+
+    /// The configured value limit.
+    pub fn max_value(&self) -> u32 {
+        self.max_value
+    }
+}
+
+impl Chain {
+    /// A reader positioned at the start of the fragment at `(page, off)` with `tag`.
+    pub fn start(page: u16, off: u32, tag: Tag) -> Chain {
+        Chain {
+            page,
+            frag_off: off,
+            tag,
+            pos: 0,
+            crc_state: crc_update(CRC_INIT, &tag.encode().to_le_bytes()),
+            done: false,
+        }
+    }
+}
+
+impl<'a> Source<'a> {
+    /// A source over caller memory.
+    pub fn ram(parts: &'a [&'a [u8]]) -> Source<'a> {
+        Source::Ram { parts, idx: 0, pos: 0 }
+    }
+}
+
+// CRC-32C kept as a plain u32 state so a `Chain` is `Copy` and holds no borrow.
+const CRC_INIT: u32 = 0xFFFF_FFFF;
+
+fn crc_update(state: u32, data: &[u8]) -> u32 {
+    let mut s = state;
+    for &b in data {
+        s ^= b as u32;
+        for _ in 0..8 {
+            s = if s & 1 != 0 { (s >> 1) ^ 0x82F6_3B78 } else { s >> 1 };
+        }
+    }
+    s
+}
+
+fn crc_final(state: u32) -> u32 {
+    !state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitwise_crc_matches_the_crc_crate() {
+        let word = 0x1234_5678u32.to_le_bytes();
+        let data = b"some payload bytes";
+        let s = crc_update(crc_update(CRC_INIT, &word), data);
+        use crate::codec::record_crc;
+        assert_eq!(crc_final(s), record_crc(0x1234_5678, &[data]));
+    }
+}

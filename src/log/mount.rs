@@ -1,0 +1,240 @@
+//! Mount: the geometry check, reading every header and the head page, rebuilding the RAM summary.
+
+use embedded_storage_async::nor_flash::NorFlash;
+
+use super::*;
+
+impl<F: NorFlash, const N: usize> Log<F, N> {
+    /// Checks the geometry the crate supports (README "Geometry", `docs/DESIGN.md` section 2):
+    /// the first rule broken, if any.
+    pub fn check_geometry(flash: &F) -> Result<(), GeometryError> {
+        let page = F::ERASE_SIZE;
+        let pow2_32 = |x: usize| x.is_power_of_two() && x <= 32;
+        if !pow2_32(F::READ_SIZE) {
+            return Err(GeometryError::ReadSize {
+                read_size: F::READ_SIZE,
+            });
+        }
+        if !pow2_32(F::WRITE_SIZE) {
+            return Err(GeometryError::WriteSize {
+                write_size: F::WRITE_SIZE,
+            });
+        }
+        if !(256..=128 * 1024).contains(&page) || page % 32 != 0 {
+            return Err(GeometryError::PageSize { page_size: page });
+        }
+        if !(4..=4096).contains(&N) {
+            return Err(GeometryError::PageCount { pages: N });
+        }
+        if flash.capacity() != N * page {
+            return Err(GeometryError::Capacity {
+                flash_bytes: flash.capacity(),
+                expected: N * page,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads every page header and the head page, and rebuilds the RAM summary. Writes
+    /// nothing: a power cut during mount changes nothing.
+    pub async fn mount(mut flash: F, max_value: u32) -> Result<Self, (F, Error<F::Error>)> {
+        if let Err(g) = Self::check_geometry(&flash) {
+            return Err((flash, Error::BadGeometry(g)));
+        }
+        if max_value > Self::max_value_limit() {
+            let g = GeometryError::ValueTooLarge {
+                max_value_len: max_value as usize,
+                limit: Self::max_value_limit() as usize,
+            };
+            return Err((flash, Error::BadGeometry(g)));
+        }
+        let _ = &mut flash;
+        let mut log = Log {
+            flash,
+            pages: [PageInfo::FREE; N],
+            head: (N - 1) as u16,
+            len: 0,
+            head_seq: 0,
+            head_off: page_size::<F>(),
+            head_checked: false,
+            head_ctx: Ctx {
+                ns: 0,
+                hi_c: 0,
+                hi_q: 0,
+                origin: None,
+            },
+            head_puts: 0,
+            erase_max: 0,
+            pending: [Key::sent(0); BATCH],
+            pending_len: 0,
+            pending_ns: 0,
+            max_value,
+            report: MountReport::default(),
+            prev_torn: false,
+            in_flight: false,
+            recent: [(0, RECENT_EMPTY); RECENT],
+            recent_next: 0,
+            recent_ns: 0,
+            log_ns: None,
+        };
+        match log.mount_inner().await {
+            Ok(()) => Ok(log),
+            Err(e) => Err((log.flash, e)),
+        }
+    }
+
+    pub(super) async fn mount_inner(&mut self) -> Res<(), F> {
+        let mut newest: Option<(u16, PageHeader)> = None;
+        for p in 0..N as u16 {
+            let h = self.read_header(p).await?;
+            match h {
+                HeaderState::Erased => self.pages[p as usize].flags = 0,
+                HeaderState::Garbage => self.pages[p as usize].flags = F_DIRTY,
+                HeaderState::UnknownVersion(found) => return Err(Error::UnsupportedVersion { found }),
+                HeaderState::Valid(h) => {
+                    self.pages[p as usize].flags = F_DIRTY;
+                    self.erase_max = self.erase_max.max(h.erase_count);
+                    if newest.is_none_or(|(_, n)| h.seq > n.seq) {
+                        newest = Some((p, h));
+                    }
+                }
+            }
+        }
+        let Some((head, hh)) = newest else { return Ok(()) };
+        self.head = head;
+        self.head_seq = hh.seq;
+
+        // The head page first, reading data to check CRCs: only its end can be torn. Its Retire
+        // records and header bound the log; everything older than the tail is garbage.
+        // Scanned as a torn page: every CRC checked, garbage skipped up to a Sync record.
+        self.pages[head as usize] = PageInfo {
+            flags: F_TORN,
+            ..PageInfo::FREE
+        };
+        let mut c = self.cursor(head, hh, page_size::<F>());
+        let mut retired = hh.tail_seq;
+        let mut lead_cont = 0u32;
+        let mut in_chain = false;
+        while let Some(e) = self.next_entry(&mut c).await? {
+            if let RecordType::Retire = e.tag.ty {
+                retired = retired.max(le32(&e.aux).saturating_add(1));
+            }
+            if e.tag.ty == RecordType::Cont && !in_chain {
+                lead_cont += stored_len(e.tag.data_len(), ws::<F>()) as u32;
+            }
+            in_chain = e.tag.more;
+            self.summarize(head, &e);
+        }
+        self.report.torn_tail = c.torn_end;
+        if c.skipped {
+            // Garbage from an earlier session sits in the head page: whichever session leaves
+            // it must say so in the next page header.
+            self.prev_torn = true;
+        } else {
+            self.pages[head as usize].flags &= !F_TORN;
+        }
+        self.head_off = c.off;
+        self.head_ctx = c.ctx;
+        self.head_puts = c.puts;
+        let tail_seq = retired.min(hh.seq).max(hh.seq.saturating_sub(N as u32 - 1));
+        self.len = (hh.seq - tail_seq + 1) as u16;
+
+        // Older log pages, oldest first, tags only. Headers are read again rather than kept
+        // from the first pass, so mount needs no per-page stack array; each page's successor
+        // header (read one step ahead) says whether the page ended torn.
+        let mut chain_start: Option<u16> = None;
+        let valid = |h: HeaderState| match h {
+            HeaderState::Valid(h) => Some(h),
+            _ => None,
+        };
+        let mut next_h = if self.len > 1 {
+            valid(self.read_header(self.ring_back(head, self.len - 1)).await?)
+        } else {
+            None
+        };
+        for d in (1..self.len).rev() {
+            let p = self.ring_back(head, d);
+            let expect = hh.seq - d as u32;
+            let this_h = next_h;
+            next_h = if d == 1 {
+                Some(hh)
+            } else {
+                valid(self.read_header(self.ring_back(head, d - 1)).await?)
+            };
+            let Some(h) = this_h.filter(|h| h.seq == expect) else {
+                self.report.damaged_pages += 1;
+                self.pages[p as usize] = PageInfo {
+                    flags: F_EXACT,
+                    ..PageInfo::FREE
+                };
+                chain_start = None;
+                continue;
+            };
+            let torn = next_h.is_some_and(|s| s.seq == expect + 1 && s.prev_torn);
+            self.pages[p as usize] = PageInfo {
+                flags: if torn { F_TORN } else { 0 },
+                ..PageInfo::FREE
+            };
+            let mut c = self.cursor(p, h, page_size::<F>());
+            while let Some(e) = self.next_entry(&mut c).await? {
+                let stored = stored_len(e.tag.data_len(), ws::<F>()) as u32;
+                match e.tag.ty {
+                    RecordType::Cont => {
+                        if let Some(s) = chain_start {
+                            let info = &mut self.pages[s as usize];
+                            info.live = info.live.saturating_add((stored / 8) as u16 + 1);
+                        }
+                    }
+                    RecordType::Put(_) => chain_start = Some(p),
+                    _ => chain_start = None,
+                }
+                if !e.tag.more && e.tag.ty == RecordType::Cont {
+                    chain_start = None;
+                }
+                self.summarize(p, &e);
+            }
+            if c.damaged && !torn {
+                self.report.damaged_records += 1;
+            }
+        }
+        if let Some(s) = chain_start.filter(|_| lead_cont > 0) {
+            let info = &mut self.pages[s as usize];
+            info.live = info.live.saturating_add(Self::units(lead_cont));
+        }
+        self.report.log_pages = self.len as u32;
+        Ok(())
+    }
+
+    /// Adds one scanned record to its page's summary (live upper bound, key range, flags).
+    pub(super) fn summarize(&mut self, p: u16, e: &Entry) {
+        let stored = stored_len(e.tag.data_len(), ws::<F>()) as u32;
+        if matches!(
+            e.tag.ty,
+            RecordType::Put(_) | RecordType::Tombstone | RecordType::Batch | RecordType::Clear
+        ) {
+            self.note_ns(e.ns);
+        }
+        let info = &mut self.pages[p as usize];
+        match e.tag.ty {
+            RecordType::Put(kind) => {
+                let id = e.key.map_or(0, |k| k.id());
+                info.note(kind, id, id);
+                info.live = info.live.saturating_add(Self::units(stored));
+            }
+            RecordType::Tombstone => {
+                if let Some(k) = e.key {
+                    info.note(k.kind(), k.id(), k.id());
+                }
+            }
+            RecordType::Batch => {
+                if let (Some(kind), true) = (e.tag.kind(), e.span > 0) {
+                    let base = le32(&e.aux[0..4]);
+                    info.note(kind, base, base.saturating_add(e.span - 1));
+                }
+            }
+            RecordType::Clear => info.flags |= F_CLEAR,
+            RecordType::Origin => info.flags |= F_MOVED,
+            _ => {}
+        }
+    }
+}

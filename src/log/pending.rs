@@ -1,0 +1,134 @@
+//! Deferred removals: the RAM set and its flush as Batch records.
+
+use embedded_storage_async::nor_flash::NorFlash;
+
+use super::*;
+
+impl<F: NorFlash, const N: usize> Log<F, N> {
+    /// Whether a deferred removal of `key` in namespace `ns` is waiting to be written.
+    pub fn is_pending(&self, ns: u64, key: Key) -> bool {
+        ns == self.pending_ns && self.pending[..self.pending_len as usize].contains(&key)
+    }
+
+    /// Forgets a pending removal (the key is being written again, or removed durably).
+    pub fn unpend(&mut self, key: Key) -> bool {
+        let n = self.pending_len as usize;
+        if let Some(i) = self.pending[..n].iter().position(|&k| k == key) {
+            self.pending[i] = self.pending[n - 1];
+            self.pending_len -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Adds a pending removal for namespace `ns`; `false` if the set is full or holds another
+    /// namespace's removals (flush first).
+    pub fn pend(&mut self, ns: u64, key: Key) -> bool {
+        if self.pending_len == 0 {
+            self.pending_ns = ns;
+        }
+        if self.pending_len as usize == BATCH || ns != self.pending_ns {
+            return false;
+        }
+        self.pending[self.pending_len as usize] = key;
+        self.pending_len += 1;
+        true
+    }
+
+    /// Deferred removals not yet on flash.
+    pub fn pending(&self) -> &[Key] {
+        &self.pending[..self.pending_len as usize]
+    }
+
+    /// Writes all pending removals as `Batch` records (up to 256 ids of one kind each) and
+    /// charges them off their pages. One pass locates them all; a failure keeps whatever was
+    /// not written pending.
+    pub async fn flush_pending(&mut self) -> Res<(), F> {
+        if self.pending_len == 0 {
+            return Ok(());
+        }
+        let ns = self.pending_ns;
+        // Room for the batch records as grouped now; compaction on the way can only make some
+        // removals durable and the groups smaller.
+        let need = self.batch_bytes() + CTX_COST as u32;
+        self.make_room(need, ns, true).await?;
+        let n = self.pending_len as usize;
+        let keys = self.pending;
+        let mut want = [(0u64, Key::sent(0)); BATCH];
+        for (w, &k) in want.iter_mut().zip(&keys[..n]) {
+            *w = (ns, k);
+        }
+        let mut locs = [Loc::Absent; BATCH];
+        self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
+        let mut done = [false; BATCH];
+        // A key with no record needs no removal record.
+        for i in 0..n {
+            if locs[i] == Loc::Absent {
+                done[i] = true;
+                self.unpend(keys[i]);
+            }
+        }
+        while let Some(first) = (0..n).find(|&i| !done[i]) {
+            // A group: one kind, from its smallest pending id, at most 256 ids wide.
+            let kind = keys[first].kind();
+            let base = (0..n)
+                .filter(|&i| !done[i] && keys[i].kind() == kind)
+                .map(|i| keys[i].id())
+                .min()
+                .unwrap_or(0);
+            let max_ids = 8 * (MAX_BATCH_DATA - 4) as u32;
+            let mut member = [false; BATCH];
+            let mut bitmap = [0u8; MAX_BATCH_DATA];
+            let mut top = 0u32;
+            for i in 0..n {
+                let bit = keys[i].id().wrapping_sub(base);
+                if !done[i] && keys[i].kind() == kind && bit < max_ids {
+                    member[i] = true;
+                    bitmap[4 + bit as usize / 8] |= 1 << (bit % 8);
+                    top = top.max(bit);
+                }
+            }
+            let len = 4 + round_up(top as usize / 8 + 1, 4);
+            bitmap[0..4].copy_from_slice(&base.to_le_bytes());
+            let tag = Tag::new(RecordType::Batch, false, len as u16, kind.code() as u16);
+            self.append_small(tag, &bitmap[..len], ns, None, true).await?;
+            self.pages[self.head as usize].note(kind, base, base + top);
+            for i in (0..n).filter(|&i| member[i]) {
+                done[i] = true;
+                self.unpend(keys[i]);
+                self.uncharge(locs[i]);
+                self.recent_drop(ns, keys[i]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the pending removals take as `Batch` records, grouped as [`Self::flush_pending`]
+    /// groups them.
+    pub(super) fn batch_bytes(&self) -> u32 {
+        let n = self.pending_len as usize;
+        let keys = &self.pending[..n];
+        let max_ids = 8 * (MAX_BATCH_DATA - 4) as u32;
+        let mut done = [false; BATCH];
+        let mut bytes = 0;
+        while let Some(first) = (0..n).find(|&i| !done[i]) {
+            let kind = keys[first].kind();
+            let base = (0..n)
+                .filter(|&i| !done[i] && keys[i].kind() == kind)
+                .map(|i| keys[i].id())
+                .min()
+                .unwrap_or(0);
+            let mut top = 0;
+            for i in 0..n {
+                let bit = keys[i].id().wrapping_sub(base);
+                if !done[i] && keys[i].kind() == kind && bit < max_ids {
+                    done[i] = true;
+                    top = top.max(bit);
+                }
+            }
+            bytes += stored_len(4 + round_up(top as usize / 8 + 1, 4), ws::<F>()) as u32;
+        }
+        bytes
+    }
+}
