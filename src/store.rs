@@ -3,13 +3,10 @@
 
 use embedded_storage_async::nor_flash::NorFlash;
 
-use crate::codec::{MAX_FRAGMENT_DATA, RECORD_OVERHEAD, RecordType, Tag, namespace_hash, stored_len};
+use crate::codec::namespace_hash;
 use crate::error::Error;
 use crate::key::Key;
 use crate::log::{Chain, KEYS_BATCH, Loc, Log, MountReport, Source, Stamp};
-
-/// Context records (namespace, id high bits) a removal may need before it.
-const CTX_MARGIN: u32 = 48;
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
@@ -82,11 +79,9 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// Space figures: bytes still available to values, and live bytes charged now.
     pub fn usage(&self) -> Usage {
-        let usable = self.log.usable_units() as u64 * 8;
-        let live = self.log.live_units() as u64 * 8;
         Usage {
-            capacity_bytes: usable,
-            live_bytes: live,
+            capacity_bytes: self.log.capacity() as u64,
+            live_bytes: self.log.charged() as u64,
             log_pages: self.log.log_pages(),
         }
     }
@@ -96,7 +91,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// `live_bytes + charge_for(len)` (less the charge of the value it replaces) would exceed
     /// [`Usage::capacity_bytes`].
     pub fn charge_for(&self, len: usize) -> u64 {
-        Log::<F, PAGES>::units(estimate(len, F::WRITE_SIZE)) as u64 * 8
+        Log::<F, PAGES>::value_bytes(len.min(u32::MAX as usize) as u32) as u64
     }
 
     fn ns(&self) -> Res<u64, F> {
@@ -142,29 +137,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
         if len > self.max_value() {
             return Err(Error::TooLarge { max: self.max_value() });
         }
-        let est = estimate(len, F::WRITE_SIZE);
-        let old = self.log.locate_raw(ns, key).await?;
-        let old_units = match old {
-            Loc::At { stored, .. } => Log::<F, PAGES>::units(stored) as u32,
-            Loc::Absent => 0,
-        };
-        let fits = |log: &Log<F, PAGES>| {
-            log.live_units() + Log::<F, PAGES>::units(est) as u32 <= log.usable_units() + old_units
-        };
-        if !fits(&self.log) && self.log.has_inexact() {
-            self.log.refine().await?;
-        }
-        if !fits(&self.log) {
-            return Err(Error::Full);
-        }
-        self.log.make_room(est + 64, ns, false).await?;
-        // Compaction may have moved the old value: find it again.
-        let old = self.log.locate_raw(ns, key).await?;
-        let mut src = Source::ram(parts);
-        self.log.append_value(key, ns, None, len as u32, &mut src).await?;
-        self.log.unpend(key);
-        self.log.uncharge(old);
-        Ok(())
+        self.log.put(ns, key, parts, len as u32).await
     }
 
     /// Copies the value of `key` into `buf` and returns it. [`Error::BufferTooSmall`] names the
@@ -209,19 +182,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// Never fails with [`Error::Full`]: every value's tombstone is reserved when it is put.
     pub async fn remove(&mut self, key: Key) -> Res<(), F> {
         let ns = self.ns()?;
-        if self.log.is_pending(ns, key) {
-            return Err(Error::NotFound);
-        }
-        if self.log.locate(ns, key).await? == Loc::Absent {
-            return Err(Error::NotFound);
-        }
-        let stored = stored_len(0, F::WRITE_SIZE) as u32;
-        self.log.make_room(stored + CTX_MARGIN, ns, true).await?;
-        let loc = self.log.locate(ns, key).await?;
-        let tag = Tag::new(RecordType::Tombstone, false, key.kind().code() as u16, key.id() as u16);
-        self.log.append_small(tag, &[], ns, Some(key), true).await?;
-        self.log.uncharge(loc);
-        Ok(())
+        self.log.remove(ns, key).await
     }
 
     /// Removes `key` now as far as every read is concerned, but writes the removal later, in a
@@ -264,16 +225,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// keys are there or none.
     pub async fn clear(&mut self) -> Res<(), F> {
         let ns = self.ns()?;
-        let stored = stored_len(0, F::WRITE_SIZE) as u32;
-        self.log.make_room(stored + CTX_MARGIN, ns, true).await?;
-        self.log
-            .append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, true)
-            .await?;
-        while let Some(&k) = self.log.pending().first() {
-            self.log.unpend(k);
-        }
-        self.log.cleared(ns);
-        Ok(())
+        self.log.clear(ns).await
     }
 
     /// Fills `out` with the next keys in insertion order (the order of their latest `put`,
@@ -298,20 +250,8 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 pub struct Usage {
     /// Bytes that live records (with their framing) may take in all.
     pub capacity_bytes: u64,
-    /// Bytes charged to live records now (an upper bound right after mount).
+    /// Bytes charged to live records now: exact, also right after a mount.
     pub live_bytes: u64,
     /// Pages in the log.
     pub log_pages: u32,
-}
-
-/// Upper bound of the bytes a value of `len` takes on flash: its fragments plus one extra
-/// fragment header in case it is split at a page end.
-fn estimate(len: usize, ws: usize) -> u32 {
-    let full = len / MAX_FRAGMENT_DATA;
-    let rest = len % MAX_FRAGMENT_DATA;
-    let mut b = full * stored_len(MAX_FRAGMENT_DATA, ws);
-    if rest > 0 || full == 0 {
-        b += stored_len(rest, ws);
-    }
-    (b + RECORD_OVERHEAD + ws) as u32
 }

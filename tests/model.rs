@@ -176,18 +176,6 @@ impl Model {
 
 struct Geo {
     max: usize,
-    write: usize,
-}
-
-fn round_up(n: usize, to: usize) -> usize {
-    n.div_ceil(to) * to
-}
-
-/// Upper bound of what the store charges for a value of `len` bytes (record, a possible split
-/// at a page end, and the unit reserved for its tombstone).
-fn charge_upper(len: usize, ws: usize) -> u64 {
-    let est = round_up(8 + len, ws) + 8 + ws + 8;
-    (est.div_ceil(8) as u64 + 1) * 8
 }
 
 fn mount<const P: usize, const N: usize, const R: usize, const W: usize>(
@@ -259,7 +247,6 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
     flash.set_ecc(ecc);
     let mut m = Model::default();
     let mut s = mount(&mut *flash, geo.max)?;
-    let capacity = s.usage().capacity_bytes;
     let mut buf = vec![0u8; 4096];
 
     for (step, op) in ops.iter().enumerate() {
@@ -331,23 +318,24 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                             m.clock += 1;
                             m.live[ns].insert(*k, (bytes, m.clock));
                             m.pending.remove(k);
+                            // A put that did not fit at first wrote the pending removals out.
+                            if s.pending_removals() == 0 {
+                                m.pending.clear();
+                            }
                         }
                         Err(E::Full) => {
-                            let charged: u64 = m
-                                .live
-                                .iter()
-                                .flat_map(|l| l.values())
-                                .chain(m.pending.values().flatten())
-                                .map(|(v, _)| charge_upper(v.len(), geo.write))
-                                .sum();
-                            let need = charge_upper(bytes.len(), geo.write);
+                            // Refused only over capacity, and only after the pending deferred
+                            // removals were written (they are durable now).
+                            prop_assert_eq!(s.pending_removals(), 0, "{}: Full with removals pending", ctx);
+                            m.pending.clear();
+                            let u = s.usage();
+                            let old = m.live[ns].get(k).map_or(0, |(v, _)| s.charge_for(v.len()));
                             prop_assert!(
-                                (charged + need) * 4 > capacity * 3,
-                                "{}: Full with only {} of {} bytes charged (+{} needed)",
+                                u.live_bytes + s.charge_for(bytes.len()) - old > u.capacity_bytes,
+                                "{}: Full with {:?} for {} bytes",
                                 ctx,
-                                charged,
-                                capacity,
-                                need
+                                u,
+                                bytes.len()
                             );
                         }
                         Err(e) => return Err(TestCaseError::fail(format!("{ctx}: put: {e:?}"))),
@@ -455,7 +443,10 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                 // values (and their old place in the insertion order); the others stay removed.
                 let store_pending = s.pending_removals();
                 let expect_back = store_pending - m.valueless_pending();
+                let before = s.usage();
                 s = mount(&mut *flash, geo.max)?;
+                // The charge is exact after a mount, not an upper bound.
+                prop_assert_eq!(s.usage(), before, "{}: usage across the remount", ctx);
                 let rep = s.mount_report();
                 prop_assert_eq!((rep.damaged_pages, rep.damaged_records, rep.torn_tail), (0, 0, false));
                 prop_assert!(!s.is_open());
@@ -533,22 +524,22 @@ proptest! {
 
     #[test]
     fn model_1k_pages_ecc_word4(ops in ops_strategy(256, 40)) {
-        run::<1024, 8, 4, 4>(true, Geo { max: 256, write: 4 }, &ops)?;
+        run::<1024, 8, 4, 4>(true, Geo { max: 256 }, &ops)?;
     }
 
     #[test]
     fn model_4k_pages_ecc_word16(ops in ops_strategy(600, 150)) {
-        run::<4096, 6, 4, 16>(true, Geo { max: 600, write: 16 }, &ops)?;
+        run::<4096, 6, 4, 16>(true, Geo { max: 600 }, &ops)?;
     }
 
     #[test]
     fn model_2k_pages_byte_writes(ops in ops_strategy(500, 60)) {
-        run::<2048, 8, 1, 1>(false, Geo { max: 500, write: 1 }, &ops)?;
+        run::<2048, 8, 1, 1>(false, Geo { max: 500 }, &ops)?;
     }
 
     /// A tiny store that is full most of the time.
     #[test]
     fn model_tiny_store_often_full(ops in ops_strategy(128, 40)) {
-        run::<512, 5, 2, 8>(false, Geo { max: 128, write: 8 }, &ops)?;
+        run::<512, 5, 2, 8>(false, Geo { max: 128 }, &ops)?;
     }
 }

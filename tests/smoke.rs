@@ -92,7 +92,9 @@ fn steady_state_wraps_the_ring_many_times() {
     // erases. Every page takes its turn in the ring, so erase counts stay level.
     let stats = s.flash().stats();
     assert!((70..=90).contains(&stats.erases), "erases: {}", stats.erases);
-    let per_page: Vec<u64> = (0..16).map(|p| s.flash().page_erases(p)).collect();
+    // Page 0 is erased once more: an empty store erases its first page before writing the
+    // first header (a torn header write can leave words programmed that read 0xFF).
+    let per_page: Vec<u64> = (0..16).map(|p| s.flash().page_erases(p) - u64::from(p == 0)).collect();
     let (min, max) = (per_page.iter().min().unwrap(), per_page.iter().max().unwrap());
     assert!(max - min <= 1, "uneven wear: {per_page:?}");
 }

@@ -7,7 +7,13 @@ use super::*;
 impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Writes the context records a record needs (namespace, id high bits, origin) and returns
     /// with the head able to take `first` more bytes, switching pages if needed.
-    pub(super) async fn prepare_head(&mut self, mut want: Ctx, key: Option<Key>, first: u32, compacting: bool) -> Res<(), F> {
+    pub(super) async fn prepare_head(
+        &mut self,
+        mut want: Ctx,
+        key: Option<Key>,
+        first: u32,
+        compacting: bool,
+    ) -> Res<(), F> {
         let ctx_bytes = |log: &Self| -> u32 {
             let c = &log.head_ctx;
             let mut b = 0;
@@ -35,12 +41,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         if self.head_ctx.ns != want.ns {
             let data = want.ns.to_le_bytes();
-            self.write_record(
-                Tag::new(RecordType::Namespace, false, 8, 0),
-                &mut Source::ram(&[&data]),
-                8,
-            )
-            .await?;
+            let b = self
+                .write_record(
+                    Tag::new(RecordType::Namespace, false, 8, 0),
+                    &mut Source::ram(&[&data]),
+                    8,
+                )
+                .await?;
+            self.count_ctx(b);
             self.head_ctx.ns = want.ns;
         }
         for (kind, have, need) in [
@@ -49,7 +57,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         ] {
             if have != need {
                 let tag = Tag::new(RecordType::IdHigh, false, kind.code() as u16, need);
-                self.write_record(tag, &mut Source::ram(&[]), 0).await?;
+                let b = self.write_record(tag, &mut Source::ram(&[]), 0).await?;
+                self.count_ctx(b);
             }
         }
         self.head_ctx.hi_c = want.hi_c;
@@ -59,11 +68,19 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let mut data = [0u8; 8];
             data[0..4].copy_from_slice(&seq.to_le_bytes());
             data[4..8].copy_from_slice(&ord.to_le_bytes());
-            self.write_record(Tag::new(RecordType::Origin, false, 8, 0), &mut Source::ram(&[&data]), 8)
+            let b = self
+                .write_record(Tag::new(RecordType::Origin, false, 8, 0), &mut Source::ram(&[&data]), 8)
                 .await?;
+            self.count_ctx(b);
             self.head_ctx.origin = want.origin;
         }
         Ok(())
+    }
+
+    /// Context records are charged to their page while it holds anything live.
+    fn count_ctx(&mut self, bytes: u32) {
+        let info = &mut self.pages[self.head as usize];
+        info.ctx = info.ctx.saturating_add(bytes as u16);
     }
 
     /// Moves the head to the next page: erases it if it is not known blank, writes its header,
@@ -77,7 +94,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.head_seq.checked_add(1).ok_or(Error::Exhausted)?
         };
         let free = N as u16 - self.len;
+        // The space model keeps a free page for compaction whatever clients write: a client
+        // record never needs the last one (space.rs). Refuse rather than fill the ring.
         if free == 0 || (!compacting && free < 2 && self.dead_tail() == 0) {
+            debug_assert!(
+                self.charged() > self.capacity() || compacting,
+                "a client write below capacity reached the last free page"
+            );
             return Err(Error::Full);
         }
         let info = self.pages[next as usize];
@@ -133,7 +156,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.erase_max = header.erase_count;
             self.flash.write(a, &header.encode()).await.map_err(Error::Flash)?;
         }
-        self.pages[next as usize].flags = F_EXACT;
+        self.pages[next as usize].flags = 0;
         for d in 0..dead {
             let q = self.ring_back(self.head, self.len - 1 - d);
             self.recent_drop_page(q);
@@ -309,8 +332,29 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.prepare_head(want, Some(key), first_min, origin.is_some()).await?;
         let (start_page, start_off) = (self.head, self.head_off);
         // Charge the start page before the first fragment: a page switch for a continuation
-        // must not see it as dead and retire it under the record being written.
-        self.pages[start_page as usize].live = self.pages[start_page as usize].live.saturating_add(1);
+        // must not see it as dead and retire it under the record being written. A write that
+        // fails takes the charge back (the incomplete chain is no value).
+        self.charge(start_page, len);
+        let r = self.append_fragments(key, len, src).await;
+        let stored_total = match r {
+            Ok(s) => s,
+            Err(e) => {
+                let info = &mut self.pages[start_page as usize];
+                info.live = info.live.saturating_sub(Self::value_bytes(len));
+                return Err(e);
+            }
+        };
+        self.head_puts += 1;
+        if let Some((seq, ord)) = self.head_ctx.origin {
+            self.head_ctx.origin = Some((seq, ord.wrapping_add(1)));
+        }
+        self.pages[start_page as usize].note(key.kind(), key.id(), key.id());
+        self.recent_put(ns, key, start_page, start_off, origin.is_none());
+        Ok((start_page, start_off, stored_total))
+    }
+
+    /// The fragments of a value, the first at the head: returns the bytes written.
+    async fn append_fragments(&mut self, key: Key, len: u32, src: &mut Source<'_>) -> Res<u32, F> {
         let mut left = len;
         let mut stored_total = 0u32;
         let mut index = 0u16;
@@ -344,15 +388,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 break;
             }
         }
-        self.head_puts += 1;
-        if let Some((seq, ord)) = self.head_ctx.origin {
-            self.head_ctx.origin = Some((seq, ord.wrapping_add(1)));
-        }
-        let info = &mut self.pages[start_page as usize];
-        info.note(key.kind(), key.id(), key.id());
-        info.live = info.live.saturating_add(Self::units(stored_total)).saturating_sub(1);
-        self.recent_put(ns, key, start_page, start_off, origin.is_none());
-        Ok((start_page, start_off, stored_total))
+        Ok(stored_total)
     }
 
     /// Writes one record at the head from `src`: tag, `n` data bytes, CRC, padding, through a

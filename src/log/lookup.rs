@@ -16,7 +16,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.locate_inner(want, out, false).await
     }
 
-    pub(super) async fn locate_inner(&mut self, want: &[(u64, Key)], out: &mut [Loc], honor_pending: bool) -> Res<(), F> {
+    pub(super) async fn locate_inner(
+        &mut self,
+        want: &[(u64, Key)],
+        out: &mut [Loc],
+        honor_pending: bool,
+    ) -> Res<(), F> {
         let n = want.len().min(BATCH).min(out.len());
         let mut resolved = [false; BATCH];
         for i in 0..n {

@@ -34,12 +34,8 @@ const RECENT_EMPTY: u32 = u32::MAX;
 const MIN_SPLIT: usize = 64;
 /// Bytes staged per flash write call: a multiple of every supported WRITE_SIZE.
 const STAGE: usize = 128;
-/// Bytes a context record (IdHigh, Namespace, Origin) may take, for space estimates.
-const CTX_COST: usize = 48;
-
 const F_CLEAR: u8 = 1;
 const F_MOVED: u8 = 2;
-const F_EXACT: u8 = 4;
 const F_BLANK: u8 = 8;
 const F_DIRTY: u8 = 16;
 /// The page ended in an interrupted write: every record's CRC is checked when scanning it.
@@ -54,9 +50,12 @@ pub struct PageInfo {
     /// Smallest and largest key id of any put or removal in the page.
     lo: u32,
     hi: u32,
-    /// Live bytes of records starting in the page, in 8-byte units, plus one unit per live
-    /// record for its future tombstone. Exact with `F_EXACT`, else an upper bound.
-    live: u16,
+    /// Charge of the live values whose first fragment is in the page
+    /// ([`Log::value_bytes`] each): exact.
+    live: u32,
+    /// Bytes of context records (Namespace, IdHigh, Origin) in the page, charged while the
+    /// page holds anything live.
+    ctx: u16,
     /// Bit k: a put or removal of kind k is in the page.
     kinds: u8,
     flags: u8,
@@ -67,6 +66,7 @@ impl PageInfo {
         lo: u32::MAX,
         hi: 0,
         live: 0,
+        ctx: 0,
         kinds: 0,
         flags: 0,
     };
@@ -225,6 +225,11 @@ pub struct Log<F: NorFlash, const N: usize> {
     /// The namespace the pending removals belong to.
     pending_ns: u64,
     max_value: u32,
+    /// The longest live value seen (at mount or since): the model's `V` if above `max_value`.
+    max_live_len: u32,
+    /// Capacity and reserve of the space model (see `space.rs`).
+    cap: u32,
+    keep: u32,
     report: MountReport,
     /// The head page was sealed after an interrupted write: the next page header says so.
     prev_torn: bool,
@@ -248,17 +253,18 @@ fn ws<F: NorFlash>() -> usize {
     F::WRITE_SIZE
 }
 
-mod space;
-mod mount;
-mod io;
-mod scan;
-mod lookup;
-mod recent;
-mod pending;
-mod compact;
 mod append;
-mod value;
+mod compact;
+mod io;
 mod keys;
+mod lookup;
+mod mount;
+mod ops;
+mod pending;
+mod recent;
+mod scan;
+mod space;
+mod value;
 
 impl<F: NorFlash, const N: usize> Log<F, N> {
     /// The report of the last mount.

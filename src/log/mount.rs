@@ -69,6 +69,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             pending_len: 0,
             pending_ns: 0,
             max_value,
+            max_live_len: 0,
+            cap: 0,
+            keep: 0,
             report: MountReport::default(),
             prev_torn: false,
             in_flight: false,
@@ -85,8 +88,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     pub(super) async fn mount_inner(&mut self) -> Res<(), F> {
         let mut newest: Option<(u16, PageHeader)> = None;
+        let mut unreadable = (0u32, None);
         for p in 0..N as u16 {
-            let h = self.read_header(p).await?;
+            // A header that cannot be read (ECC flash after a cut during its write or during
+            // the page's erase) is garbage; only a flash that reads no header at all fails.
+            let h = match self.read_header(p).await {
+                Ok(h) => h,
+                Err(Error::Flash(e)) => {
+                    unreadable = (unreadable.0 + 1, Some(e));
+                    HeaderState::Garbage
+                }
+                Err(e) => return Err(e),
+            };
             match h {
                 HeaderState::Erased => self.pages[p as usize].flags = 0,
                 HeaderState::Garbage => self.pages[p as usize].flags = F_DIRTY,
@@ -100,7 +113,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
             }
         }
-        let Some((head, hh)) = newest else { return Ok(()) };
+        if let (n, Some(e)) = unreadable {
+            if n as usize == N {
+                return Err(Error::Flash(e));
+            }
+        }
+        let Some((head, hh)) = newest else {
+            // The first page opened may hold a torn header that reads erased (words programmed
+            // without a visible trace): erase it before use.
+            self.pages[0].flags = F_DIRTY;
+            self.set_model();
+            return Ok(());
+        };
         self.head = head;
         self.head_seq = hh.seq;
 
@@ -113,16 +137,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         };
         let mut c = self.cursor(head, hh, page_size::<F>());
         let mut retired = hh.tail_seq;
-        let mut lead_cont = 0u32;
-        let mut in_chain = false;
         while let Some(e) = self.next_entry(&mut c).await? {
             if let RecordType::Retire = e.tag.ty {
                 retired = retired.max(le32(&e.aux).saturating_add(1));
             }
-            if e.tag.ty == RecordType::Cont && !in_chain {
-                lead_cont += stored_len(e.tag.data_len(), ws::<F>()) as u32;
-            }
-            in_chain = e.tag.more;
             self.summarize(head, &e);
         }
         self.report.torn_tail = c.torn_end;
@@ -142,7 +160,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         // Older log pages, oldest first, tags only. Headers are read again rather than kept
         // from the first pass, so mount needs no per-page stack array; each page's successor
         // header (read one step ahead) says whether the page ended torn.
-        let mut chain_start: Option<u16> = None;
         let valid = |h: HeaderState| match h {
             HeaderState::Valid(h) => Some(h),
             _ => None,
@@ -163,11 +180,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             };
             let Some(h) = this_h.filter(|h| h.seq == expect) else {
                 self.report.damaged_pages += 1;
-                self.pages[p as usize] = PageInfo {
-                    flags: F_EXACT,
-                    ..PageInfo::FREE
-                };
-                chain_start = None;
+                self.pages[p as usize] = PageInfo::FREE;
                 continue;
             };
             let torn = next_h.is_some_and(|s| s.seq == expect + 1 && s.prev_torn);
@@ -177,35 +190,26 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             };
             let mut c = self.cursor(p, h, page_size::<F>());
             while let Some(e) = self.next_entry(&mut c).await? {
-                let stored = stored_len(e.tag.data_len(), ws::<F>()) as u32;
-                match e.tag.ty {
-                    RecordType::Cont => {
-                        if let Some(s) = chain_start {
-                            let info = &mut self.pages[s as usize];
-                            info.live = info.live.saturating_add((stored / 8) as u16 + 1);
-                        }
-                    }
-                    RecordType::Put(_) => chain_start = Some(p),
-                    _ => chain_start = None,
-                }
-                if !e.tag.more && e.tag.ty == RecordType::Cont {
-                    chain_start = None;
-                }
                 self.summarize(p, &e);
             }
             if c.damaged && !torn {
                 self.report.damaged_records += 1;
             }
         }
-        if let Some(s) = chain_start.filter(|_| lead_cont > 0) {
-            let info = &mut self.pages[s as usize];
-            info.live = info.live.saturating_add(Self::units(lead_cont));
-        }
         self.report.log_pages = self.len as u32;
-        Ok(())
+        // The page the head opens next may hold a header write torn without a visible trace
+        // (ECC flash counts such words as programmed): it is erased before use, whatever it
+        // reads (DESIGN.md section 12, I1).
+        let next = Self::next_page(head);
+        if self.age(next).is_none() {
+            self.pages[next as usize].flags |= F_DIRTY;
+        }
+        // Exact live charges from the start: every put is looked up once.
+        self.refine().await
     }
 
-    /// Adds one scanned record to its page's summary (live upper bound, key range, flags).
+    /// Adds one scanned record to its page's summary (key range, context bytes, flags); live
+    /// charges come from [`Self::refine`].
     pub(super) fn summarize(&mut self, p: u16, e: &Entry) {
         let stored = stored_len(e.tag.data_len(), ws::<F>()) as u32;
         if matches!(
@@ -219,7 +223,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             RecordType::Put(kind) => {
                 let id = e.key.map_or(0, |k| k.id());
                 info.note(kind, id, id);
-                info.live = info.live.saturating_add(Self::units(stored));
             }
             RecordType::Tombstone => {
                 if let Some(k) = e.key {
@@ -233,7 +236,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
             }
             RecordType::Clear => info.flags |= F_CLEAR,
-            RecordType::Origin => info.flags |= F_MOVED,
+            RecordType::Origin => {
+                info.flags |= F_MOVED;
+                info.ctx = info.ctx.saturating_add(stored as u16);
+            }
+            RecordType::Namespace | RecordType::IdHigh => info.ctx = info.ctx.saturating_add(stored as u16),
             _ => {}
         }
     }

@@ -42,34 +42,32 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Writes all pending removals as `Batch` records (up to 256 ids of one kind each) and
-    /// charges them off their pages. One pass locates them all; a failure keeps whatever was
-    /// not written pending.
+    /// charges them off their pages. Each record is one operation of the space model (room for
+    /// it first, then its keys located where compaction left them); a failure keeps whatever
+    /// was not written pending.
     pub async fn flush_pending(&mut self) -> Res<(), F> {
-        if self.pending_len == 0 {
-            return Ok(());
-        }
         let ns = self.pending_ns;
-        // Room for the batch records as grouped now; compaction on the way can only make some
-        // removals durable and the groups smaller.
-        let need = self.batch_bytes() + CTX_COST as u32;
-        self.make_room(need, ns, true).await?;
-        let n = self.pending_len as usize;
-        let keys = self.pending;
-        let mut want = [(0u64, Key::sent(0)); BATCH];
-        for (w, &k) in want.iter_mut().zip(&keys[..n]) {
-            *w = (ns, k);
-        }
-        let mut locs = [Loc::Absent; BATCH];
-        self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
-        let mut done = [false; BATCH];
-        // A key with no record needs no removal record.
-        for i in 0..n {
-            if locs[i] == Loc::Absent {
-                done[i] = true;
-                self.unpend(keys[i]);
+        while self.pending_len > 0 {
+            self.room_to_remove(Self::costs().x, ns).await?;
+            let n = self.pending_len as usize;
+            let keys = self.pending;
+            let mut want = [(0u64, Key::sent(0)); BATCH];
+            for (w, &k) in want.iter_mut().zip(&keys[..n]) {
+                *w = (ns, k);
             }
-        }
-        while let Some(first) = (0..n).find(|&i| !done[i]) {
+            let mut locs = [Loc::Absent; BATCH];
+            self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
+            // A key with no record needs no removal record.
+            let mut done = [false; BATCH];
+            for i in 0..n {
+                if locs[i] == Loc::Absent {
+                    done[i] = true;
+                    self.unpend(keys[i]);
+                }
+            }
+            let Some(first) = (0..n).find(|&i| !done[i]) else {
+                return Ok(());
+            };
             // A group: one kind, from its smallest pending id, at most 256 ids wide.
             let kind = keys[first].kind();
             let base = (0..n)
@@ -95,40 +93,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.append_small(tag, &bitmap[..len], ns, None, true).await?;
             self.pages[self.head as usize].note(kind, base, base + top);
             for i in (0..n).filter(|&i| member[i]) {
-                done[i] = true;
                 self.unpend(keys[i]);
                 self.uncharge(locs[i]);
                 self.recent_drop(ns, keys[i]);
             }
         }
         Ok(())
-    }
-
-    /// Bytes the pending removals take as `Batch` records, grouped as [`Self::flush_pending`]
-    /// groups them.
-    pub(super) fn batch_bytes(&self) -> u32 {
-        let n = self.pending_len as usize;
-        let keys = &self.pending[..n];
-        let max_ids = 8 * (MAX_BATCH_DATA - 4) as u32;
-        let mut done = [false; BATCH];
-        let mut bytes = 0;
-        while let Some(first) = (0..n).find(|&i| !done[i]) {
-            let kind = keys[first].kind();
-            let base = (0..n)
-                .filter(|&i| !done[i] && keys[i].kind() == kind)
-                .map(|i| keys[i].id())
-                .min()
-                .unwrap_or(0);
-            let mut top = 0;
-            for i in 0..n {
-                let bit = keys[i].id().wrapping_sub(base);
-                if !done[i] && keys[i].kind() == kind && bit < max_ids {
-                    done[i] = true;
-                    top = top.max(bit);
-                }
-            }
-            bytes += stored_len(4 + round_up(top as usize / 8 + 1, 4), ws::<F>()) as u32;
-        }
-        bytes
     }
 }

@@ -1,16 +1,62 @@
-//! Space: what a record is charged, the capacity, the reserve compaction keeps, and admission.
+//! Space: what a live value is charged, the capacity, the reserve compaction keeps, and the one
+//! admission rule. Every space decision of the store is made here (docs/DESIGN.md section 9).
+//!
+//! The model, in bytes (`sl(n)` is the stored size of a record with `n` data bytes):
+//! - A live value of `len` bytes is charged `value_bytes(len)`: its fragments as written in one
+//!   piece (split only every 2047 bytes). A page is charged the values whose first fragment it
+//!   holds, plus its context records (Namespace, IdHigh, Origin) while it holds anything live.
+//!   `charged()` is the sum over the log: exact at all times, also right after mount.
+//! - One compaction step copies the live values of the tail page. Its output exceeds what the
+//!   page held by at most `K` bytes (context records for the first copy and at two page
+//!   boundaries, a split or the waste before a boundary, the Retire record), plus the part of a
+//!   value that continued into the next page (at most `V`, the largest value).
+//! - [`Self::keep`] is the free space every operation leaves behind: one page, one largest
+//!   value, and `K` for every step of a rotation that can lose space (a page so full of live data
+//!   that its copy is larger than what it frees), `m` of them at most.
+//! - The capacity `C` is what remains of the ring after `keep`, the overhead of a whole
+//!   rotation (`Kr` per page) and the most any single operation needs beyond its charge (`X`).
+//!
+//! Invariant (asserted in debug builds by the callers of [`Self::make_room`]): when
+//! `charged() <= C`, compacting the whole log once leaves at least `keep + X` bytes free, so
+//! every removal, flush, clear and every admitted put finds its room, and every compaction step
+//! on the way finds room for its copy.
 
 use embedded_storage_async::nor_flash::NorFlash;
 
 use super::*;
 
+/// The per-geometry constants of the space model (bytes).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Costs {
+    /// Context records a record can need before it: Namespace, its kind's IdHigh, Origin.
+    ctx: u32,
+    /// A Retire record.
+    ret: u32,
+    /// What a page boundary in compaction's output can cost: a split fragment's extra header or
+    /// the waste left when the next record and its context do not fit, plus the context the
+    /// new page's header cannot carry (Origin, the other kind's IdHigh).
+    bnd: u32,
+    /// Most a client operation appends beyond its charge: context records plus the waste or
+    /// split at a page end (a put), or a removal record, its context and the waste before it.
+    pub(super) x: u32,
+}
+
 impl<F: NorFlash, const N: usize> Log<F, N> {
-    /// Live units charged for a record that takes `stored` bytes: its size in 8-byte units
-    /// plus the size of the tombstone that will remove it, held back so a remove never meets
-    /// "full".
-    pub fn units(stored: u32) -> u16 {
-        let tombstone = stored_len(0, F::WRITE_SIZE) as u32;
-        (stored.div_ceil(8) + tombstone.div_ceil(8)).min(u16::MAX as u32) as u16
+    pub(super) fn costs() -> Costs {
+        let w = ws::<F>();
+        let sl = |n: usize| stored_len(n, w) as u32;
+        let (t0, t8) = (sl(0), sl(8));
+        let ctx = t8 + t0 + t8;
+        let split = t0 + w as u32;
+        let bnd = split.max(ctx + sl(1)) + t8 + t0;
+        let x_put = ctx + split.max(ctx + sl(MIN_SPLIT));
+        let x_rm = 2 * (ctx + sl(MAX_BATCH_DATA));
+        Costs {
+            ctx,
+            ret: sl(4),
+            bnd,
+            x: x_put.max(x_rm),
+        }
     }
 
     /// Bytes of a page available to records.
@@ -18,81 +64,156 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         page_size::<F>() - PAGE_HEADER_LEN as u32
     }
 
-    /// The largest value length the log accepts with the given configuration.
-    pub fn max_value_limit() -> u32 {
-        Self::payload() - 2 * (RECORD_OVERHEAD as u32 + 32)
+    /// What a live value of `len` bytes is charged: its fragments, unsplit at page ends (a
+    /// split costs a boundary, which the model counts per page).
+    pub fn value_bytes(len: u32) -> u32 {
+        let frag = MAX_FRAGMENT_DATA as u32;
+        let (full, rest) = (len / frag, len % frag);
+        let mut b = full * stored_len(MAX_FRAGMENT_DATA, ws::<F>()) as u32;
+        if rest > 0 || full == 0 {
+            b += stored_len(rest as usize, ws::<F>()) as u32;
+        }
+        b
     }
 
-    /// Takes a located record's charge off its page's live count.
+    /// `(capacity, keep)` when the largest value takes `v` bytes; `None` if the reserves leave
+    /// no room at all.
+    pub(super) fn model(v: u32) -> Option<(u32, u32)> {
+        let c = Self::costs();
+        let p = Self::payload();
+        let n = N as u32;
+        let k = c.ctx + c.ret + 2 * c.bnd;
+        let kr = c.ctx + c.ret + c.bnd;
+        if p <= k {
+            return None;
+        }
+        // C(m) = N*P - N*Kr - X - (P + V + (m+1)*K): the smallest m that bounds the number of
+        // loss-making steps of a rotation for a charge of C(m) gives the largest sound capacity.
+        let base = (n * p).checked_sub(n * kr + c.x + p + v)?;
+        for m in 0..=n {
+            let cap = base.checked_sub((m + 1) * k)?;
+            if cap / (p - k) <= m {
+                return Some((cap, p + v + (m + 1) * k));
+            }
+        }
+        None
+    }
+
+    /// The largest value length this geometry supports: an empty store takes one value of it
+    /// with every reserve kept. `None` if it supports none.
+    pub fn value_limit() -> Option<u32> {
+        let fits = |len: u32| Self::model(Self::value_bytes(len)).is_some_and(|(cap, _)| Self::value_bytes(len) <= cap);
+        if !fits(0) {
+            return None;
+        }
+        let (mut lo, mut hi) = (0u32, Self::payload());
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid) { lo = mid } else { hi = mid - 1 }
+        }
+        Some(lo)
+    }
+
+    /// The largest value length the log accepts (0 if the geometry holds no value).
+    pub fn max_value_limit() -> u32 {
+        Self::value_limit().unwrap_or(0)
+    }
+
+    /// Advertised capacity: live data (as [`Self::charged`] counts it) may reach this.
+    pub fn capacity(&self) -> u32 {
+        self.cap
+    }
+
+    /// The free space every operation leaves (see the module docs).
+    fn keep(&self) -> u32 {
+        self.keep
+    }
+
+    /// Recomputes capacity and reserve for the largest value the log may hold: the configured
+    /// limit, or a larger live value written under an earlier configuration.
+    pub(super) fn set_model(&mut self) {
+        let v = Self::value_bytes(self.max_value.max(self.max_live_len));
+        let (cap, keep) = Self::model(v).unwrap_or((0, u32::MAX / 4));
+        self.cap = cap;
+        self.keep = keep;
+    }
+
+    /// Bytes page `p` is charged: the values starting in it and, while any is live, its context
+    /// records.
+    pub(super) fn page_charge(&self, p: u16) -> u32 {
+        let info = &self.pages[p as usize];
+        if info.live == 0 { 0 } else { info.live + info.ctx as u32 }
+    }
+
+    /// Live data now, as charged: exact.
+    pub fn charged(&self) -> u32 {
+        (0..self.len)
+            .map(|d| self.page_charge(self.ring_back(self.head, d)))
+            .sum()
+    }
+
+    /// Charges a value of `len` bytes starting in page `p`.
+    pub(super) fn charge(&mut self, p: u16, len: u32) {
+        let info = &mut self.pages[p as usize];
+        info.live = info.live.saturating_add(Self::value_bytes(len));
+        self.max_live_len = self.max_live_len.max(len);
+    }
+
+    /// Takes a located value's charge off its page.
     pub fn uncharge(&mut self, loc: Loc) {
-        if let Loc::At { page, stored, .. } = loc {
+        if let Loc::At { page, len, .. } = loc {
             let info = &mut self.pages[page as usize];
-            info.live = info.live.saturating_sub(Self::units(stored));
+            debug_assert!(info.live >= Self::value_bytes(len), "uncharge below zero");
+            info.live = info.live.saturating_sub(Self::value_bytes(len));
         }
     }
 
-    /// Consecutive pages from the tail that hold nothing live (exactly known), excluding the
-    /// head: they are reclaimed for free at the next page switch.
+    /// Whether a value of `new` bytes replacing one of `old` bytes (if any) fits the capacity.
+    pub(super) fn admits(&self, new: u32, old: Option<u32>) -> bool {
+        let old = old.map_or(0, Self::value_bytes);
+        self.charged() - old.min(self.charged()) + Self::value_bytes(new) <= self.cap
+    }
+
+    /// Consecutive pages from the tail that hold nothing live, excluding the head: they are
+    /// reclaimed for free at the next page switch.
     pub(super) fn dead_tail(&self) -> u16 {
         let mut n = 0;
-        while n + 1 < self.len {
-            let info = self.pages[self.ring_back(self.head, self.len - 1 - n) as usize];
-            if info.flags & F_EXACT == 0 || info.live != 0 {
-                break;
-            }
+        while n + 1 < self.len && self.pages[self.ring_back(self.head, self.len - 1 - n) as usize].live == 0 {
             n += 1;
         }
         n
     }
 
-    /// Space that compaction must always have: the largest record that can spill out of a
-    /// page plus context records for every page.
-    pub(super) fn spill_reserve(&self) -> u32 {
-        let maxrec = stored_len(self.max_value as usize, ws::<F>()) as u32 + RECORD_OVERHEAD as u32 + 32;
-        maxrec + (CTX_COST as u32) * 2 + 16 * (N as u32 + 4)
+    /// Like [`Self::dead_tail`] but the current head counts too (it is about to stop being the
+    /// head).
+    pub(super) fn dead_tail_upto_head(&self) -> u16 {
+        let mut n = 0;
+        while n < self.len && self.pages[self.ring_back(self.head, self.len - 1 - n) as usize].live == 0 {
+            n += 1;
+        }
+        n
     }
 
-    /// Bytes that may still be charged to live data: one page is compaction's reserve and the
-    /// spill reserve stays free.
-    pub fn usable_units(&self) -> u32 {
-        let bytes = (N as u32 - 1) * Self::payload() - self.spill_reserve().min((N as u32 - 1) * Self::payload());
-        bytes / 8
-    }
-
-    /// Live units charged now (upper bound where pages are not exact).
-    pub fn live_units(&self) -> u32 {
-        (0..self.len)
-            .map(|d| self.pages[self.ring_back(self.head, d) as usize].live as u32)
-            .sum()
-    }
-
-    /// Whether any page of the log has only an upper bound for its live bytes.
-    pub fn has_inexact(&self) -> bool {
-        (0..self.len).any(|d| self.pages[self.ring_back(self.head, d) as usize].flags & F_EXACT == 0)
-    }
-
-    /// Free bytes at the head before compaction must run.
+    /// Free bytes: the rest of the head page, the free pages and the dead pages at the tail.
     pub(super) fn avail(&self) -> u32 {
         let head_room = if self.len > 0 {
             page_size::<F>() - self.head_off
         } else {
             0
         };
-        let spare = (N as u32 - self.len as u32 + self.dead_tail() as u32).saturating_sub(1);
+        let spare = N as u32 - self.len as u32 + self.dead_tail() as u32;
         head_room + spare * Self::payload()
     }
 
-    /// Compacts until `need` bytes can be appended with the spill reserve still free.
-    /// Puts leave the spill reserve free, so compaction has room for what it copies. Writes
-    /// that only remove (`shrinking`: tombstones, batches, clears) need just their own bytes:
-    /// they were paid for with the values they remove (the tombstone reserve in
-    /// [`Self::units`]), and they may use the spill reserve because compaction never starts
-    /// unless it can finish ([`Self::compact_oldest`]).
-    pub async fn make_room(&mut self, need: u32, ns: u64, shrinking: bool) -> Res<(), F> {
+    /// Compacts until `need` bytes can be appended with [`Self::keep`] still free. Every client
+    /// write goes through here with a `need` of at most its charge plus `X`, so by the module's
+    /// invariant this fails only when the live data exceeds the capacity (an image written by
+    /// something else) or the flash fails.
+    pub async fn make_room(&mut self, need: u32, ns: u64) -> Res<(), F> {
         self.check_head().await?;
-        let keep = if shrinking { 0 } else { self.spill_reserve() };
-        for _ in 0..=N {
-            if self.avail() >= need + keep {
+        let target = need.saturating_add(self.keep());
+        for _ in 0..=N + 1 {
+            if self.avail() >= target {
                 return Ok(());
             }
             self.compact_oldest(ns).await?;
@@ -100,48 +221,40 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Err(Error::Full)
     }
 
-    /// Makes every page's live count exact by checking each put against newer records. Only
-    /// needed after a mount when the upper bounds claim the store is full.
+    /// The bound on what compacting page `p` appends (its live values, its context records,
+    /// context and a Retire record, two page boundaries). Chains that continue into the next
+    /// page are in `live` whole.
+    pub(super) fn copy_bound(&self, p: u16) -> u32 {
+        let c = Self::costs();
+        let info = &self.pages[p as usize];
+        info.live + info.ctx as u32 + c.ctx + c.ret + 2 * c.bnd
+    }
+
+    /// Sets every page's live charge from the flash: each put in it is looked up. Used by mount
+    /// (so [`Self::charged`] is exact from the start) and after a clear of one of several
+    /// namespaces.
     pub async fn refine(&mut self) -> Res<(), F> {
+        self.max_live_len = 0;
         for d in (0..self.len).rev() {
             let p = self.ring_back(self.head, d);
-            if self.pages[p as usize].flags & F_EXACT == 0 {
-                let (live, _) = self.walk_live(p, None).await?;
-                let info = &mut self.pages[p as usize];
-                info.live = live;
-                info.flags |= F_EXACT;
-            }
+            self.pages[p as usize].live = 0;
+            self.walk_live(p, false).await?;
         }
+        self.set_model();
         Ok(())
     }
 
-    /// Like [`Self::dead_tail`] but the current head counts too (it is about to stop being the
-    /// head).
-    pub(super) fn dead_tail_upto_head(&self) -> u16 {
-        let mut n = 0;
-        while n < self.len {
-            let info = self.pages[self.ring_back(self.head, self.len - 1 - n) as usize];
-            if info.flags & F_EXACT == 0 || info.live != 0 {
-                break;
-            }
-            n += 1;
-        }
-        n
-    }
-
-    /// After a clear of namespace `ns`: if the log holds no other namespace, nothing is live;
-    /// otherwise every page's count is now only an upper bound (other clients' records in it
-    /// are still live, and RAM does not say which pages hold them).
-    pub fn cleared(&mut self, ns: u64) {
-        let single = self.log_ns == Some(Some(ns));
-        for d in 0..self.len {
-            let p = self.ring_back(self.head, d) as usize;
-            if single {
+    /// After a clear of namespace `ns`: if the log holds no other namespace nothing is live;
+    /// otherwise the counts are refreshed from the flash ([`Self::refine`]).
+    pub async fn cleared(&mut self, ns: u64) -> Res<(), F> {
+        if self.log_ns == Some(Some(ns)) {
+            for d in 0..self.len {
+                let p = self.ring_back(self.head, d) as usize;
                 self.pages[p].live = 0;
-                self.pages[p].flags |= F_EXACT;
-            } else {
-                self.pages[p].flags &= !F_EXACT;
             }
+            Ok(())
+        } else {
+            self.refine().await
         }
     }
 

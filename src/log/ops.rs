@@ -1,0 +1,94 @@
+//! The client operations that write: put, remove, clear. Each asks the space model for room
+//! ([`Log::room_for`]) and nothing else decides about space; the store layer above only maps
+//! Paho's API onto these.
+
+use embedded_storage_async::nor_flash::NorFlash;
+
+use super::*;
+
+impl<F: NorFlash, const N: usize> Log<F, N> {
+    /// Room for one client operation that appends at most `need` bytes (its charge plus `X`),
+    /// compacting as needed. Below capacity this cannot fail with `Full` (space.rs); that it
+    /// does not is checked in debug builds.
+    pub(super) async fn room_for(&mut self, need: u32, ns: u64) -> Res<(), F> {
+        let r = self.make_room(need, ns).await;
+        self.check_room(r, need)
+    }
+
+    /// [`Self::room_for`] for a write that only removes. A damaged live value blocks
+    /// compaction of its page (it is never copied into a valid-looking record); a removal that
+    /// still fits in the free space goes ahead, so removing the damaged key unblocks the store.
+    pub(super) async fn room_to_remove(&mut self, need: u32, ns: u64) -> Res<(), F> {
+        match self.make_room(need, ns).await {
+            Err(Error::Corrupted) if self.avail() >= need => Ok(()),
+            r => self.check_room(r, need),
+        }
+    }
+
+    fn check_room(&self, r: Res<(), F>, need: u32) -> Res<(), F> {
+        debug_assert!(
+            !matches!(r, Err(Error::Full)) || self.charged() > self.capacity(),
+            "room for {need} bytes refused below capacity ({} of {})",
+            self.charged(),
+            self.capacity()
+        );
+        r
+    }
+
+    /// Stores the concatenation of `parts` (`len` bytes) under `key` in namespace `ns`,
+    /// replacing any value. Refused with [`Error::Full`] only when the live data plus this
+    /// value, less the value it replaces, would exceed the capacity, after pending deferred
+    /// removals were written. An admitted put always completes (unless the flash fails).
+    pub async fn put(&mut self, ns: u64, key: Key, parts: &[&[u8]], len: u32) -> Res<(), F> {
+        let old_len = |loc: Loc| match loc {
+            Loc::At { len, .. } => Some(len),
+            Loc::Absent => None,
+        };
+        // Raw: a value whose removal is pending is still on flash and charged.
+        let mut old = self.locate_raw(ns, key).await?;
+        if !self.admits(len, old_len(old)) {
+            if self.pending_len == 0 {
+                return Err(Error::Full);
+            }
+            self.flush_pending().await?;
+            old = self.locate_raw(ns, key).await?;
+            if !self.admits(len, old_len(old)) {
+                return Err(Error::Full);
+            }
+        }
+        self.room_for(Self::value_bytes(len) + Self::costs().x, ns).await?;
+        // Compaction may have moved the old value: find it again.
+        let old = self.locate_raw(ns, key).await?;
+        let mut src = Source::ram(parts);
+        self.append_value(key, ns, None, len, &mut src).await?;
+        self.unpend(key);
+        self.uncharge(old);
+        Ok(())
+    }
+
+    /// Removes `key` durably with a tombstone. [`Error::NotFound`] if it has no value (a
+    /// pending deferred removal counts as removed). Never [`Error::Full`] below capacity.
+    pub async fn remove(&mut self, ns: u64, key: Key) -> Res<(), F> {
+        if self.is_pending(ns, key) || self.locate(ns, key).await? == Loc::Absent {
+            return Err(Error::NotFound);
+        }
+        self.room_to_remove(Self::costs().x, ns).await?;
+        let loc = self.locate(ns, key).await?;
+        let tag = Tag::new(RecordType::Tombstone, false, key.kind().code() as u16, key.id() as u16);
+        self.append_small(tag, &[], ns, Some(key), true).await?;
+        self.uncharge(loc);
+        Ok(())
+    }
+
+    /// Removes every key of namespace `ns` with one `Clear` record; pending removals of it are
+    /// dropped. Never [`Error::Full`] below capacity.
+    pub async fn clear(&mut self, ns: u64) -> Res<(), F> {
+        self.room_to_remove(Self::costs().x, ns).await?;
+        self.append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, true)
+            .await?;
+        if self.pending_ns == ns {
+            self.pending_len = 0;
+        }
+        self.cleared(ns).await
+    }
+}
