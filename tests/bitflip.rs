@@ -423,7 +423,7 @@ fn campaign<const P: usize, const N: usize, const R: usize, const W: usize>(gi: 
 
 #[test]
 fn bit_flips_never_yield_wrong_values() {
-    let results = vec![
+    let results = [
         campaign::<512, 8, 1, 8>(0, true),
         campaign::<2048, 4, 32, 32>(1, true),
         campaign::<2048, 6, 4, 4>(2, false),

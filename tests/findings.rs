@@ -646,7 +646,7 @@ fn e2_workload(capacity: usize, max: usize) -> Vec<Step> {
     let mut i = 0u64;
     while written < 4 * capacity {
         i += 1;
-        if i % 9 == 0 {
+        if i.is_multiple_of(9) {
             id = 1 - id;
             steps.push(Step::Close);
             steps.push(Step::Open(id));
