@@ -15,13 +15,15 @@
 
 #[path = "common/checked.rs"]
 mod checked;
+#[path = "common/quiet.rs"]
+mod quiet;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use checked::Checked;
 use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};
 use mqtt_persist::{Config, Error, Key, KeyCursor, Store};
+use quiet::quietly;
 
 type E = Error<SimFlashError>;
 
@@ -374,16 +376,11 @@ fn campaign<const P: usize, const N: usize, const R: usize, const W: usize>(gi: 
         None => (0..trials()).map(|t| trial_seed(gi, t)).collect(),
     };
     for seed in seeds {
-        let out = catch_unwind(AssertUnwindSafe(|| run_trial(&mut flash, &built, ecc, max, seed)));
+        let out = quietly(|| run_trial(&mut flash, &built, ecc, max, seed));
         sum.trials += 1;
         let t = match out {
             Ok(t) => t,
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+            Err(msg) => {
                 sum.failures.push(format!("{name} seed {seed}: panicked: {msg}"));
                 continue;
             }

@@ -11,12 +11,15 @@
 
 #[path = "common/checked.rs"]
 mod checked;
+#[path = "common/quiet.rs"]
+mod quiet;
 
 use std::collections::BTreeMap;
 
 use checked::{Checked, Op};
 use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};
 use mqtt_persist::{Config, Error, Key, KeyCursor, Store};
+use quiet::quietly;
 
 type E = Error<SimFlashError>;
 type St<'a, const P: usize, const N: usize, const R: usize, const W: usize> =
@@ -115,6 +118,24 @@ fn value(tag: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Runs `case` for every variant (ECC on and off, geometries), all of them even when one
+/// fails, then fails with every variant's failure, one line each.
+fn every_variant<T: Copy + std::fmt::Debug>(finding: &str, variants: &[T], case: impl Fn(T)) {
+    let mut failures = Vec::new();
+    for &v in variants {
+        if let Err(msg) = quietly(|| case(v)) {
+            failures.push(format!("  {v:?}: {msg}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{finding}: {} of {} variants fail:\n{}",
+        failures.len(),
+        variants.len(),
+        failures.join("\n")
+    );
+}
+
 fn assert_no_bad_access<const P: usize, const N: usize, const R: usize, const W: usize>(
     s: &St<'_, P, N, R, W>,
     ctx: &str,
@@ -162,7 +183,7 @@ fn accepts_new_puts<'a, const P: usize, const N: usize, const R: usize, const W:
 #[test]
 fn f1_remove_and_clear_succeed_after_a_cut() {
     const MAX: usize = 128;
-    for ecc in [true, false] {
+    every_variant("F1", &[true, false], |ecc| {
         let ctx = format!("F1 (ecc {ecc})");
         let ctx = ctx.as_str();
         let listed = keys_of("sc-1 s-1 q-196607 s-0 c-1 c-70001 c-2 c-0");
@@ -200,7 +221,7 @@ fn f1_remove_and_clear_succeed_after_a_cut() {
         assert_eq!(all_keys(&mut s), Ok(vec![]), "{ctx}: keys after clear and a remount");
         let s = accepts_new_puts(s, MAX, A, ctx);
         assert_no_bad_access(&s, ctx);
-    }
+    });
 }
 
 /// F2 (`F2-clear-full`, 256 x 8, WRITE_SIZE 32): with no power cut, `clear` and `remove` of
@@ -208,7 +229,7 @@ fn f1_remove_and_clear_succeed_after_a_cut() {
 #[test]
 fn f2_clear_and_remove_succeed() {
     const MAX: usize = 144;
-    for ecc in [false, true] {
+    every_variant("F2", &[false, true], |ecc| {
         let ctx = format!("F2 (ecc {ecc})");
         let ctx = ctx.as_str();
         let listed = keys_of("sc-2 c-2 r-300");
@@ -249,7 +270,7 @@ fn f2_clear_and_remove_succeed() {
         assert_eq!(all_keys(&mut s), Ok(vec![]), "{ctx}: keys after removing all");
         let s = accepts_new_puts(s, MAX, A, ctx);
         assert_no_bad_access(&s, ctx);
-    }
+    });
 }
 
 /// F3 (`F3-bricked-out-of-bounds`, 512 x 4, WRITE_SIZE 8): after two power cuts every write
@@ -259,7 +280,7 @@ fn f2_clear_and_remove_succeed() {
 #[test]
 fn f3_no_out_of_bounds_access_and_writes_work() {
     const MAX: usize = 128;
-    for ecc in [false, true] {
+    every_variant("F3", &[false, true], |ecc| {
         let ctx = format!("F3 (ecc {ecc})");
         let ctx = ctx.as_str();
         let image = finding_image("F3-bricked-out-of-bounds.img");
@@ -307,7 +328,7 @@ fn f3_no_out_of_bounds_access_and_writes_work() {
         assert_eq!(get(&mut s, k), Ok(v), "{ctx}: {k} after a remount");
         assert_eq!(all_keys(&mut s), Ok(vec![k]), "{ctx}: keys after a remount");
         assert_no_bad_access(&s, ctx);
-    }
+    });
 }
 
 /// F4 (`F4-remove-deferred-full`, 256 x 8, WRITE_SIZE 32): the 33rd `remove_deferred`
@@ -322,7 +343,7 @@ fn f4_33rd_remove_deferred_succeeds() {
          s-30396 s-30397 s-30400 s-30401 q-1746 q-1827 q-1748 q-1896 q-2096 q-1854 q-2285",
     );
     assert_eq!(pending.len(), 32);
-    for ecc in [false, true] {
+    every_variant("F4", &[false, true], |ecc| {
         let ctx = format!("F4 (ecc {ecc})");
         let ctx = ctx.as_str();
         let image = finding_image("F4-remove-deferred-full.img");
@@ -348,7 +369,7 @@ fn f4_33rd_remove_deferred_succeeds() {
         s = remount(s, MAX, B, ctx);
         assert_eq!(all_keys(&mut s).as_ref(), Ok(&listed), "{ctx}: keys after a remount");
         assert_no_bad_access(&s, ctx);
-    }
+    });
 }
 
 /// F5 (`F5-put-full-on-empty-store`, 256 x 4, WRITE_SIZE 32): `put` of 64 bytes returned
@@ -357,7 +378,7 @@ fn f4_33rd_remove_deferred_succeeds() {
 #[test]
 fn f5_empty_store_accepts_values_up_to_max_value_len() {
     const MAX: usize = 144;
-    for ecc in [true, false] {
+    every_variant("F5", &[true, false], |ecc| {
         let ctx = format!("F5 (ecc {ecc})");
         let ctx = ctx.as_str();
         let image = finding_image("F5-put-full-on-empty-store.img");
@@ -408,7 +429,7 @@ fn f5_empty_store_accepts_values_up_to_max_value_len() {
             s = remount(s, max, A, ctx);
             assert_eq!(get(&mut s, k), Ok(v), "{ctx}: {k} after a remount");
         }
-    }
+    });
 }
 
 /// F6 (`F6-header-word-programmed-twice`, 2048 x 4, WRITE_SIZE 32): a power cut tore the
@@ -434,7 +455,7 @@ fn f6_header_word_never_programmed_twice() {
     assert_eq!(s.flash().inner.stats().rewrites, 0, "{ctx}: words programmed twice");
 
     // Block 2: re-create the cut, on plain NOR and on ECC flash.
-    for ecc in [false, true] {
+    every_variant("F6", &[false, true], |ecc| {
         let ctx = format!("F6 block 2 (ecc {ecc})");
         let ctx = ctx.as_str();
         let image = finding_image("F6-header-word-programmed-twice-before-cut.img");
@@ -480,7 +501,7 @@ fn f6_header_word_never_programmed_twice() {
         let s = accepts_new_puts(s, MAX, A, ctx);
         assert_eq!(s.flash().inner.stats().rewrites, 0, "{ctx}: words programmed twice");
         assert_no_bad_access(&s, ctx);
-    }
+    });
 }
 
 /// F7 (`F7-wrong-key-after-bit-flip`, 2048 x 4, WRITE_SIZE 32): one flipped bit turned an
@@ -490,7 +511,7 @@ fn f6_header_word_never_programmed_twice() {
 #[test]
 fn f7_bit_flip_never_yields_another_keys_value() {
     const MAX: usize = 512;
-    for ecc in [false, true] {
+    every_variant("F7", &[false, true], |ecc| {
         let ctx = format!("F7 (ecc {ecc})");
         let ctx = ctx.as_str();
         let flipped = finding_image("F7-wrong-key-after-bit-flip.img");
@@ -542,7 +563,7 @@ fn f7_bit_flip_never_yields_another_keys_value() {
             }
         }
         assert_no_bad_access(&s, ctx);
-    }
+    });
 }
 
 /// How E1 cuts power during the put.
@@ -566,52 +587,65 @@ fn e1_case<const P: usize, const N: usize, const W: usize>(geometry: &str) {
     let (c1, c2) = (key("c-1"), key("c-2"));
     let v1 = b"first value, acknowledged".to_vec();
     let v2 = b"second value".to_vec();
-    for cut in cuts {
-        let ctx = format!("E1 {geometry} ({cut:?})");
-        let ctx = ctx.as_str();
-        let mut f = SimFlash::<P, N, 1, W>::boxed();
-        f.set_ecc(true);
-        f.set_torn_unreadable(true);
-        let mut s = mount(Checked::new(&mut *f), MAX, A, ctx);
-        assert_eq!(block_on(s.put(c1, &[&v1])), Ok(()), "{ctx}: put {c1}");
-        // Arm the cut (the flash is the store's: take it back and mount again).
-        let c = s.into_flash();
-        match cut {
-            Cut::AfterBytes(n) => c.inner.cut_power_after(Some(n)),
-            Cut::FirstOp(seed) => {
-                c.inner.set_seed(seed);
-                c.inner.cut_power_at_op(Some(0));
+    let mut failed = Vec::new();
+    for &cut in &cuts {
+        let case = || {
+            let ctx = format!("E1 {geometry} ({cut:?})");
+            let ctx = ctx.as_str();
+            let mut f = SimFlash::<P, N, 1, W>::boxed();
+            f.set_ecc(true);
+            f.set_torn_unreadable(true);
+            let mut s = mount(Checked::new(&mut *f), MAX, A, ctx);
+            assert_eq!(block_on(s.put(c1, &[&v1])), Ok(()), "{ctx}: put {c1}");
+            // Arm the cut (the flash is the store's: take it back and mount again).
+            let c = s.into_flash();
+            match cut {
+                Cut::AfterBytes(n) => c.inner.cut_power_after(Some(n)),
+                Cut::FirstOp(seed) => {
+                    c.inner.set_seed(seed);
+                    c.inner.cut_power_at_op(Some(0));
+                }
             }
-        }
-        let mut s = mount(c, MAX, A, ctx);
-        let r = block_on(s.put(c2, &[&v2]));
-        assert_eq!(
-            r,
-            Err(Error::Flash(SimFlashError::PowerCut)),
-            "{ctx}: put {c2} was not cut"
-        );
-        let c = s.into_flash();
-        c.inner.restore_power();
-        assert!(c.inner.unreadable_words() > 0, "{ctx}: the cut left no unreadable word");
+            let mut s = mount(c, MAX, A, ctx);
+            let r = block_on(s.put(c2, &[&v2]));
+            assert_eq!(
+                r,
+                Err(Error::Flash(SimFlashError::PowerCut)),
+                "{ctx}: put {c2} was not cut"
+            );
+            let c = s.into_flash();
+            c.inner.restore_power();
+            assert!(c.inner.unreadable_words() > 0, "{ctx}: the cut left no unreadable word");
 
-        let mut s = mount(c, MAX, A, ctx);
-        assert_eq!(get(&mut s, c1), Ok(v1.clone()), "{ctx}: {c1} after the cut");
-        assert_eq!(get(&mut s, c2), Err(Error::NotFound), "{ctx}: {c2} after the cut");
-        assert_eq!(all_keys(&mut s), Ok(vec![c1]), "{ctx}: keys after the cut");
-        let (c3, v3) = (key("c-3"), b"third value".to_vec());
-        assert_eq!(block_on(s.put(c3, &[&v3])), Ok(()), "{ctx}: put {c3} after the cut");
-        assert_eq!(
-            block_on(s.put(c2, &[&v2])),
-            Ok(()),
-            "{ctx}: put {c2} again after the cut"
-        );
-        s = remount(s, MAX, A, ctx);
-        assert_eq!(get(&mut s, c1), Ok(v1.clone()), "{ctx}: {c1} after a remount");
-        assert_eq!(get(&mut s, c3), Ok(v3), "{ctx}: {c3} after a remount");
-        assert_eq!(get(&mut s, c2), Ok(v2.clone()), "{ctx}: {c2} after a remount");
-        assert_eq!(all_keys(&mut s), Ok(vec![c1, c3, c2]), "{ctx}: keys after a remount");
-        assert_no_bad_access(&s, ctx);
+            let mut s = mount(c, MAX, A, ctx);
+            assert_eq!(get(&mut s, c1), Ok(v1.clone()), "{ctx}: {c1} after the cut");
+            assert_eq!(get(&mut s, c2), Err(Error::NotFound), "{ctx}: {c2} after the cut");
+            assert_eq!(all_keys(&mut s), Ok(vec![c1]), "{ctx}: keys after the cut");
+            let (c3, v3) = (key("c-3"), b"third value".to_vec());
+            assert_eq!(block_on(s.put(c3, &[&v3])), Ok(()), "{ctx}: put {c3} after the cut");
+            assert_eq!(
+                block_on(s.put(c2, &[&v2])),
+                Ok(()),
+                "{ctx}: put {c2} again after the cut"
+            );
+            s = remount(s, MAX, A, ctx);
+            assert_eq!(get(&mut s, c1), Ok(v1.clone()), "{ctx}: {c1} after a remount");
+            assert_eq!(get(&mut s, c3), Ok(v3), "{ctx}: {c3} after a remount");
+            assert_eq!(get(&mut s, c2), Ok(v2.clone()), "{ctx}: {c2} after a remount");
+            assert_eq!(all_keys(&mut s), Ok(vec![c1, c3, c2]), "{ctx}: keys after a remount");
+            assert_no_bad_access(&s, ctx);
+        };
+        if let Err(msg) = quietly(case) {
+            failed.push(msg);
+        }
     }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cuts during a put fail; first: {}",
+        failed.len(),
+        cuts.len(),
+        failed[0]
+    );
 }
 
 /// E1 (`E1-mount-fails-after-torn-ecc-word.md`): on ECC flash where a torn word cannot be
@@ -620,9 +654,11 @@ fn e1_case<const P: usize, const N: usize, const W: usize>(geometry: &str) {
 /// propagated the error, and since it writes nothing the page was never erased.
 #[test]
 fn e1_mount_succeeds_after_torn_ecc_word() {
-    e1_case::<4096, 16, 8>("4096x16 W8");
-    e1_case::<2048, 16, 8>("2048x16 W8");
-    e1_case::<131072, 4, 32>("131072x4 W32");
+    every_variant("E1", &["4096x16 W8", "2048x16 W8", "131072x4 W32"], |g| match g {
+        "4096x16 W8" => e1_case::<4096, 16, 8>(g),
+        "2048x16 W8" => e1_case::<2048, 16, 8>(g),
+        _ => e1_case::<131072, 4, 32>(g),
+    });
 }
 
 #[derive(Debug, Clone)]
@@ -763,114 +799,176 @@ fn e2_case<const P: usize, const N: usize, const W: usize>(geometry: &str, max: 
 
     // Cut power during erases (at most 48 of them, spread over the run).
     let stride = erases.len().div_ceil(48);
-    let mut torn_erases = 0;
-    for &k in erases.iter().step_by(stride) {
-        let ctx = format!("E2 {geometry} (cut at flash op {k}, an erase)");
-        let ctx = ctx.as_str();
-        let mut f = fresh();
-        f.set_seed(k + 1);
-        f.cut_power_at_op(Some(k));
-        let mut s = mount_bare(Checked::new(&mut *f), max, ctx);
-        let got = e2_run(&mut s, &steps);
-        let j = got.len() - 1;
-        assert_eq!(got[j], Err(Error::Flash(SimFlashError::PowerCut)), "{ctx}: no cut");
-        assert_eq!(
-            &got[..j],
-            &clean[..j],
-            "{ctx}: the run before the cut differs from the clean run"
-        );
-        let c = s.into_flash();
-        assert_eq!(
-            c.mutations.last(),
-            Some(&(Op::Erase, false)),
-            "{ctx}: the cut op is not an erase"
-        );
-        c.inner.restore_power();
-        assert!(
-            c.inner.unreadable_words() > 0,
-            "{ctx}: the torn erase left no unreadable word"
-        );
-        torn_erases += 1;
+    let torn_erases = std::cell::Cell::new(0);
+    let mut failed = Vec::new();
+    // Two models of the torn erase: the simulator's (garbage, and a random subset of the
+    // page's words, header included, unreadable), and the report's (the page reads erased but
+    // for a few unreadable words past its header: here the middle word and the last one).
+    let cases: Vec<(u64, bool)> = erases
+        .iter()
+        .step_by(stride)
+        .flat_map(|&k| [(k, false), (k, true)])
+        .collect();
+    for &(k, body_only) in &cases {
+        let case = || {
+            let model = if body_only {
+                "words past the header"
+            } else {
+                "random words"
+            };
+            let ctx = format!("E2 {geometry} (cut at flash op {k}, an erase; {model} unreadable)");
+            let ctx = ctx.as_str();
+            let mut f = fresh();
+            f.set_torn_unreadable(!body_only);
+            f.set_seed(k + 1);
+            f.cut_power_at_op(Some(k));
+            let mut s = mount_bare(Checked::new(&mut *f), max, ctx);
+            let got = e2_run(&mut s, &steps);
+            let j = got.len() - 1;
+            assert_eq!(got[j], Err(Error::Flash(SimFlashError::PowerCut)), "{ctx}: no cut");
+            assert_eq!(
+                &got[..j],
+                &clean[..j],
+                "{ctx}: the run before the cut differs from the clean run"
+            );
+            let c = s.into_flash();
+            assert_eq!(
+                c.mutations.last(),
+                Some(&(Op::Erase, false)),
+                "{ctx}: the cut op is not an erase"
+            );
+            c.inner.restore_power();
+            if body_only {
+                let &(_, from, len, _) = c.errors.last().unwrap();
+                assert_eq!(len, P, "{ctx}: an erase of several pages");
+                // Mostly erased: the erase got nearly to the end (the words still count as
+                // programmed for ECC, so the page must be erased before it is written).
+                c.inner.as_bytes_mut()[from as usize..from as usize + P].fill(0xFF);
+                c.inner.mark_unreadable(from + (P / 2) as u32);
+                c.inner.mark_unreadable(from + (P - W) as u32);
+            }
+            assert!(
+                c.inner.unreadable_words() > 0,
+                "{ctx}: the torn erase left no unreadable word"
+            );
+            torn_erases.set(torn_erases.get() + 1);
 
-        // What may be on flash: the steps before the cut, and the cut step old or new.
-        let before = e2_model(&steps[..j], &clean[..j]);
-        let after = e2_model(&steps[..=j], &clean[..=j]);
-        let mut s = mount_bare(c, max, ctx);
-        for (i, id) in E2_IDS.iter().enumerate() {
-            assert_eq!(block_on(s.open(id.0, id.1)), Ok(()), "{ctx}: open {id:?}");
-            let listed = all_keys(&mut s).unwrap_or_else(|e| panic!("{ctx}: keys of {id:?}: {e:?}"));
-            let mut want_keys: Vec<Key> = before
-                .keys()
-                .chain(after.keys())
-                .filter(|x| x.0 == i)
-                .map(|x| x.1)
-                .collect();
-            want_keys.sort();
-            want_keys.dedup();
-            for &k in &want_keys {
-                let (old, new) = (before.get(&(i, k)), after.get(&(i, k)));
-                match get(&mut s, k) {
-                    Ok(v) => assert!(
-                        Some(&v) == old || Some(&v) == new,
-                        "{ctx}: {id:?} {k} reads a value it never had"
-                    ),
-                    Err(Error::NotFound) => {
-                        assert!(old.is_none() || new.is_none(), "{ctx}: {id:?} {k} is gone")
+            // What may be on flash: the steps before the cut, and the cut step old or new.
+            let before = e2_model(&steps[..j], &clean[..j]);
+            let after = e2_model(&steps[..=j], &clean[..=j]);
+            let mut s = mount_bare(c, max, ctx);
+            for (i, id) in E2_IDS.iter().enumerate() {
+                assert_eq!(block_on(s.open(id.0, id.1)), Ok(()), "{ctx}: open {id:?}");
+                let listed = all_keys(&mut s).unwrap_or_else(|e| panic!("{ctx}: keys of {id:?}: {e:?}"));
+                let mut want_keys: Vec<Key> = before
+                    .keys()
+                    .chain(after.keys())
+                    .filter(|x| x.0 == i)
+                    .map(|x| x.1)
+                    .collect();
+                want_keys.sort();
+                want_keys.dedup();
+                for &k in &want_keys {
+                    let (old, new) = (before.get(&(i, k)), after.get(&(i, k)));
+                    match get(&mut s, k) {
+                        Ok(v) => assert!(
+                            Some(&v) == old || Some(&v) == new,
+                            "{ctx}: {id:?} {k} reads a value it never had"
+                        ),
+                        Err(Error::NotFound) => {
+                            assert!(old.is_none() || new.is_none(), "{ctx}: {id:?} {k} is gone")
+                        }
+                        Err(e) => panic!("{ctx}: get {k} of {id:?}: {e:?}"),
                     }
-                    Err(e) => panic!("{ctx}: get {k} of {id:?}: {e:?}"),
+                }
+                for k in &listed {
+                    assert!(want_keys.contains(k), "{ctx}: {id:?} lists {k}, which it does not hold");
+                }
+                assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close {id:?} after the cut");
+            }
+
+            // The store takes writes again: put, remove, clear, close, also after a remount.
+            let (nk, nv) = (key("c-777"), value(k, 20));
+            assert_eq!(block_on(s.open(A.0, A.1)), Ok(()));
+            assert_eq!(block_on(s.put(nk, &[&nv])), Ok(()), "{ctx}: put after the cut");
+            let victim = all_keys(&mut s).unwrap_or_else(|e| panic!("{ctx}: keys: {e:?}"))[0];
+            let victim = if victim == nk { None } else { Some(victim) };
+            if let Some(v) = victim {
+                assert_eq!(block_on(s.remove(v)), Ok(()), "{ctx}: remove {v} after the cut");
+            }
+            assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close after the cut");
+            assert_eq!(block_on(s.open(B.0, B.1)), Ok(()));
+            assert_eq!(block_on(s.clear()), Ok(()), "{ctx}: clear after the cut");
+            assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close after clear");
+            let mut s = remount(s, max, A, ctx);
+            assert_eq!(get(&mut s, nk), Ok(nv.clone()), "{ctx}: {nk} after a remount");
+            if let Some(v) = victim {
+                assert_eq!(
+                    get(&mut s, v),
+                    Err(Error::NotFound),
+                    "{ctx}: removed {v} after a remount"
+                );
+            }
+            assert_eq!(block_on(s.remove(nk)), Ok(()), "{ctx}: remove after a remount");
+            assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close after a remount");
+            assert_eq!(block_on(s.open(B.0, B.1)), Ok(()));
+            assert_eq!(
+                all_keys(&mut s),
+                Ok(vec![]),
+                "{ctx}: keys of B after clear and a remount"
+            );
+            assert_eq!(block_on(s.put(nk, &[&nv])), Ok(()), "{ctx}: put after a remount");
+            assert_eq!(block_on(s.clear()), Ok(()), "{ctx}: clear after a remount");
+            // Write twice the capacity, so the ring passes the torn page again.
+            let mut written = 0;
+            let mut n = 0u32;
+            while written < 2 * P * N {
+                let (k, v) = (Key::command(900 + n % 3), value(n as u64, max / 2 + 1));
+                assert_eq!(block_on(s.put(k, &[&v])), Ok(()), "{ctx}: put {n} after the cut");
+                written += v.len();
+                n += 1;
+                if n >= 3 {
+                    let old = Key::command(900 + (n - 3) % 3);
+                    assert_eq!(block_on(s.remove(old)), Ok(()), "{ctx}: remove {old} after the cut");
                 }
             }
-            for k in &listed {
-                assert!(want_keys.contains(k), "{ctx}: {id:?} lists {k}, which it does not hold");
-            }
-            assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close {id:?} after the cut");
+            assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close after a remount");
+            assert_no_bad_access(&s, ctx);
+        };
+        if let Err(msg) = quietly(case) {
+            failed.push(msg);
         }
-
-        // The store takes writes again: put, remove, clear, close, also after a remount.
-        let (nk, nv) = (key("c-777"), value(k, 20));
-        assert_eq!(block_on(s.open(A.0, A.1)), Ok(()));
-        assert_eq!(block_on(s.put(nk, &[&nv])), Ok(()), "{ctx}: put after the cut");
-        let victim = all_keys(&mut s).unwrap_or_else(|e| panic!("{ctx}: keys: {e:?}"))[0];
-        let victim = if victim == nk { None } else { Some(victim) };
-        if let Some(v) = victim {
-            assert_eq!(block_on(s.remove(v)), Ok(()), "{ctx}: remove {v} after the cut");
-        }
-        assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close after the cut");
-        assert_eq!(block_on(s.open(B.0, B.1)), Ok(()));
-        assert_eq!(block_on(s.clear()), Ok(()), "{ctx}: clear after the cut");
-        assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close after clear");
-        let mut s = remount(s, max, A, ctx);
-        assert_eq!(get(&mut s, nk), Ok(nv.clone()), "{ctx}: {nk} after a remount");
-        if let Some(v) = victim {
-            assert_eq!(
-                get(&mut s, v),
-                Err(Error::NotFound),
-                "{ctx}: removed {v} after a remount"
-            );
-        }
-        assert_eq!(block_on(s.remove(nk)), Ok(()), "{ctx}: remove after a remount");
-        assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close after a remount");
-        assert_eq!(block_on(s.open(B.0, B.1)), Ok(()));
-        assert_eq!(
-            all_keys(&mut s),
-            Ok(vec![]),
-            "{ctx}: keys of B after clear and a remount"
-        );
-        assert_eq!(block_on(s.put(nk, &[&nv])), Ok(()), "{ctx}: put after a remount");
-        assert_eq!(block_on(s.clear()), Ok(()), "{ctx}: clear after a remount");
-        assert_eq!(block_on(s.close()), Ok(()), "{ctx}: close after a remount");
-        assert_no_bad_access(&s, ctx);
     }
-    assert!(torn_erases >= 8, "E2 {geometry}: only {torn_erases} torn erases");
+    let tried = cases.len();
+    assert!(
+        failed.is_empty(),
+        "{} of {tried} cuts during an erase fail; the first ones: {}",
+        failed.len(),
+        failed.iter().take(4).cloned().collect::<Vec<_>>().join(" | ")
+    );
+    let torn_erases = torn_erases.get();
+    assert!(torn_erases >= 16, "E2 {geometry}: only {torn_erases} torn erases");
 }
 
 /// E2 (`E2-writes-fail-after-torn-erase-on-ecc.md`): on ECC flash where an interrupted erase
 /// leaves words unreadable until the page is erased again, a power cut in the middle of an
 /// erase (started by compaction or a page switch) made every later put, remove, clear and close
 /// fail with the read error, also after a remount: the store read the half-erased page and
-/// propagated the error instead of erasing it again. A sweep of cuts over the workload's erases.
+/// propagated the error instead of erasing it again. A sweep of cuts over the erases of a
+/// workload that wraps the ring (three geometries, the report's 128 KiB x 8 one included), each
+/// with two models of the torn page (the simulator's garbage with random unreadable words, and
+/// the report's page that reads erased but for unreadable words past its header); after the
+/// cut every key must read as before (the interrupted call old or new) and put, remove, clear
+/// and close must work, also after a remount and over twice the capacity of further writes.
 #[test]
 fn e2_writes_succeed_after_torn_erase() {
-    e2_case::<2048, 8, 8>("2048x8 W8", 400);
-    e2_case::<1024, 6, 32>("1024x6 W32", 200);
+    every_variant("E2", &["2048x8 W8", "1024x6 W32", "131072x8 W32"], |g| match g {
+        "2048x8 W8" => e2_case::<2048, 8, 8>(g, 400),
+        "1024x6 W32" => e2_case::<1024, 6, 32>(g, 200),
+        // The geometry of the report's smallest case, with values up to the limit.
+        _ => e2_case::<131072, 8, 32>(
+            g,
+            Store::<Checked<&mut SimFlash<131072, 8, 1, 32>>, 8>::max_value_limit(),
+        ),
+    });
 }
