@@ -34,6 +34,8 @@ use embedded_storage_async::nor_flash::{
 ///
 /// Only operations that passed argument validation (alignment, bounds, power)
 /// are counted, so the numbers reflect what actually reached the flash array.
+/// A read that fails with [`SimFlashError::Unreadable`] delivers no data and
+/// is not counted either.
 /// They are used to measure write amplification and wear in tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -90,10 +90,28 @@ fn build<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bo
     block_on(s.open(IDS[id].0, IDS[id].1)).unwrap();
     let mut ops = 0;
     let mut value_no = 0u64;
+    // Calls that returned Ok, by kind, to check that the history has every kind.
+    let mut done: BTreeMap<&str, usize> = BTreeMap::new();
     while ops < 6000 && (ops < 300 || s.flash().stats().erases < 3 * N as u64) {
         ops += 1;
         let held: Vec<Key> = live.iter().filter(|x| x.0 == id).map(|x| x.1).collect();
         let r = rng.below(100);
+        // The same branches as below.
+        let kind = if r < 5 {
+            "close and open"
+        } else if r < 60 || held.is_empty() {
+            if r < 40 || held.is_empty() { "put" } else { "overwrite" }
+        } else if r < 74 {
+            "remove"
+        } else if r < 88 {
+            "remove_deferred"
+        } else if r < 95 {
+            "flush"
+        } else if r < 96 {
+            "clear"
+        } else {
+            "get"
+        };
         let res: Result<(), E> = if r < 5 {
             let res = block_on(s.close());
             if res.is_ok() {
@@ -156,6 +174,9 @@ fn build<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bo
             let mut buf = vec![0u8; max];
             block_on(s.get(k, &mut buf)).map(|_| ())
         };
+        if res.is_ok() {
+            *done.entry(kind).or_default() += 1;
+        }
         match res {
             // Full: the history goes on (later removes make room); the engine may also return
             // it where it should not (findings F1, F2, F4), which this campaign does not judge.
@@ -172,6 +193,26 @@ fn build<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bo
         }
     }
     let _ = block_on(s.close());
+    for kind in [
+        "put",
+        "overwrite",
+        "remove",
+        "remove_deferred",
+        "flush",
+        "clear",
+        "close and open",
+    ] {
+        assert!(
+            done.contains_key(kind),
+            "build (seed {seed}): the history has no {kind}: {done:?}"
+        );
+    }
+    let ids: BTreeSet<usize> = history.keys().map(|x| x.0).collect();
+    assert_eq!(
+        ids.len(),
+        IDS.len(),
+        "build (seed {seed}): not every identity put a value"
+    );
     let erases = s.flash().stats().erases;
     let _ = s.into_flash();
     Built {
