@@ -34,6 +34,8 @@ use embedded_storage_async::nor_flash::{
 ///
 /// Only operations that passed argument validation (alignment, bounds, power)
 /// are counted, so the numbers reflect what actually reached the flash array.
+/// A read that fails with [`SimFlashError::Unreadable`] delivers no data and
+/// is not counted either.
 /// They are used to measure write amplification and wear in tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -82,6 +84,12 @@ pub enum SimFlashError {
     /// Power failed during this operation, or has failed before and
     /// [`SimFlash::restore_power`] has not been called yet.
     PowerCut,
+    /// The read range overlaps a word whose ECC is inconsistent because a
+    /// program or erase of it was interrupted by power loss (see
+    /// [`SimFlash::set_torn_unreadable`]). Such a word cannot be read until
+    /// its page is erased; STM32L4/H7 HALs report this as a double-bit ECC
+    /// error. The read returns no data.
+    Unreadable,
 }
 
 impl NorFlashError for SimFlashError {
@@ -89,7 +97,9 @@ impl NorFlashError for SimFlashError {
         match self {
             Self::NotAligned => NorFlashErrorKind::NotAligned,
             Self::OutOfBounds => NorFlashErrorKind::OutOfBounds,
-            Self::CrossesPage | Self::NotErased | Self::WordRewritten | Self::PowerCut => NorFlashErrorKind::Other,
+            Self::CrossesPage | Self::NotErased | Self::WordRewritten | Self::PowerCut | Self::Unreadable => {
+                NorFlashErrorKind::Other
+            }
         }
     }
 }
@@ -103,11 +113,22 @@ impl fmt::Display for SimFlashError {
             Self::NotErased => "flash write needs a 0 -> 1 bit transition (cells not erased)",
             Self::WordRewritten => "flash word written twice without erase (ECC flash)",
             Self::PowerCut => "simulated power cut",
+            Self::Unreadable => "flash word unreadable (ECC error after an interrupted program or erase)",
         })
     }
 }
 
 impl core::error::Error for SimFlashError {}
+
+/// Word states in [`SimFlash`]'s shadow array. `0` is the erased state, so
+/// that zeroed memory ([`SimFlash::new_in_place`]) is a freshly erased flash.
+const WORD_ERASED: u8 = 0;
+/// Programmed since the last erase (including a torn program that left it
+/// readable).
+const WORD_WRITTEN: u8 = 1;
+/// Programmed (or half-erased) with inconsistent ECC: every read of it fails
+/// until its page is erased. Counts as programmed for writes.
+const WORD_UNREADABLE: u8 = 2;
 
 /// Default PRNG seed; any fixed non-zero value works, it only has to make
 /// runs reproducible.
@@ -121,6 +142,11 @@ struct State {
     ops: u64,
     ecc: bool,
     strict: bool,
+    /// Torn programs and erases leave unreadable words.
+    torn_unreadable: bool,
+    /// Number of words in the [`WORD_UNREADABLE`] state (a fast path for
+    /// reads: while it is 0 no read can fail with `Unreadable`).
+    unreadable: usize,
     powered: bool,
     /// Bytes that may still be programmed/erased before power fails.
     byte_budget: Option<u64>,
@@ -144,6 +170,8 @@ impl State {
             ops: 0,
             ecc,
             strict: true,
+            torn_unreadable: false,
+            unreadable: 0,
             powered: true,
             byte_budget: None,
             ops_until_cut: None,
@@ -175,6 +203,12 @@ impl State {
 ///   [`SimFlashError::WordRewritten`] and changes nothing, as on flash with
 ///   per-word ECC (STM32H7/L4/U5, nRF with ECC, ...). Outside ECC mode such
 ///   rewrites are allowed and counted in [`FlashStats::rewrites`].
+/// * With *torn words unreadable* ([`set_torn_unreadable`](Self::set_torn_unreadable),
+///   off by default, meant to be combined with ECC mode), a power cut also
+///   breaks the ECC of what it interrupts, as on STM32L4/H7: the word a torn
+///   write was programming, and some words of a page whose erase was torn,
+///   fail every [`read`](BlockingReadNorFlash::read) that overlaps them with
+///   [`SimFlashError::Unreadable`] until their page is erased.
 ///
 /// The type implements both the blocking (`embedded-storage`) and the async
 /// (`embedded-storage-async`) traits, including the `MultiwriteNorFlash`
@@ -191,14 +225,16 @@ impl State {
 /// the k-th next write or erase. The torn operation returns
 /// [`SimFlashError::PowerCut`] and so does every later access until
 /// [`restore_power`](Self::restore_power). How a torn operation damages the
-/// array is described on those methods; the "random" parts come from a
-/// deterministic PRNG ([`set_seed`](Self::set_seed)), so every failure is
-/// reproducible.
+/// array is described on those methods (and, for unreadable words, on
+/// [`set_torn_unreadable`](Self::set_torn_unreadable)); the "random" parts
+/// come from a deterministic PRNG ([`set_seed`](Self::set_seed)), so every
+/// failure is reproducible.
 ///
 /// # Size
 ///
 /// The array is stored inline together with a same-sized shadow array that
-/// tracks which words were written since their erase, so the struct is a bit
+/// tracks the state of each word (erased, written since its erase, or
+/// unreadable), so the struct is a bit
 /// more than `2 * PAGE * PAGES` bytes. Small instances can live on the stack.
 /// Large ones belong in a `static` (with [`new`](Self::new) being `const`) or
 /// on the heap; note that `Box::new(SimFlash::new())` builds the value on the
@@ -218,11 +254,12 @@ impl State {
 pub struct SimFlash<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usize> {
     /// The flash array.
     data: [[u8; PAGE]; PAGES],
-    /// `written[p][w]` tells whether word `w` (of `PAGE / WRITE` words) of
-    /// page `p` was programmed since the page's last erase. Only the first
-    /// `PAGE / WRITE` entries of each row are used; a bitset would be smaller
-    /// but its size cannot be expressed with stable const generics.
-    written: [[bool; PAGE]; PAGES],
+    /// `words[p][w]` is the state of word `w` (of `PAGE / WRITE` words) of
+    /// page `p`: [`WORD_ERASED`], [`WORD_WRITTEN`] (programmed since the
+    /// page's last erase) or [`WORD_UNREADABLE`]. Only the first
+    /// `PAGE / WRITE` entries of each row are used; a packed array would be
+    /// smaller but its size cannot be expressed with stable const generics.
+    words: [[u8; PAGE]; PAGES],
     page_erases: [u64; PAGES],
     page_write_bytes: [u64; PAGES],
     page_read_bytes: [u64; PAGES],
@@ -249,6 +286,8 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
             .field("write", &WRITE)
             .field("ecc", &self.st.ecc)
             .field("strict", &self.st.strict)
+            .field("torn_unreadable", &self.st.torn_unreadable)
+            .field("unreadable_words", &self.st.unreadable)
             .field("powered", &self.st.powered)
             .field("ops", &self.st.ops)
             .field("stats", &self.st.stats)
@@ -283,7 +322,7 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
         let () = Self::GEOMETRY_OK;
         Self {
             data: [[0xFF; PAGE]; PAGES],
-            written: [[false; PAGE]; PAGES],
+            words: [[WORD_ERASED; PAGE]; PAGES],
             page_erases: [0; PAGES],
             page_write_bytes: [0; PAGES],
             page_read_bytes: [0; PAGES],
@@ -324,7 +363,7 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
         fn all_fields_listed<const A: usize, const B: usize, const C: usize, const D: usize>(s: &SimFlash<A, B, C, D>) {
             let SimFlash {
                 data: _,
-                written: _,
+                words: _,
                 page_erases: _,
                 page_write_bytes: _,
                 page_read_bytes: _,
@@ -336,13 +375,14 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
         // Safety: `p` points to memory valid for writes of `Self` (it comes
         // from a `&mut MaybeUninit<Self>`). Each field is initialised through
         // a raw field pointer, never through a reference to uninitialised
-        // data. The byte patterns used are valid values: 0xFF for `u8`, 0 for
-        // `bool` (false) and `u64`; `st` is written as a whole value. The
+        // data. The byte patterns used are valid values: 0xFF for `u8` data, 0
+        // for the word states (`WORD_ERASED`) and `u64`; `st` is written as a
+        // whole value. The
         // guard above ensures all fields are covered, so `assume_init_mut` is
         // sound afterwards.
         unsafe {
             (&raw mut (*p).data).write_bytes(0xFF, 1);
-            (&raw mut (*p).written).write_bytes(0, 1);
+            (&raw mut (*p).words).write_bytes(WORD_ERASED, 1);
             (&raw mut (*p).page_erases).write_bytes(0, 1);
             (&raw mut (*p).page_write_bytes).write_bytes(0, 1);
             (&raw mut (*p).page_read_bytes).write_bytes(0, 1);
@@ -372,6 +412,62 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
     /// Whether strict mode is on.
     pub fn is_strict(&self) -> bool {
         self.st.strict
+    }
+
+    /// Enables or disables *torn words unreadable* (default: off), the ECC
+    /// behaviour of STM32L4/H7 internal flash after a power cut. Meant to be
+    /// used together with ECC mode. With it on:
+    ///
+    /// * a torn write leaves the `WRITE`-sized word it was programming when
+    ///   power failed unreadable: the word holding the first byte not fully
+    ///   programmed (if the cut falls on a word boundary, that is the next
+    ///   word of the write's range; an empty write has none). Words
+    ///   completed before it stay readable;
+    /// * a torn erase leaves, besides its garbage, a pseudo-random non-empty
+    ///   subset of the words of the page it was erasing unreadable (one word,
+    ///   a run of words, or a scatter of them, decided by the seed).
+    ///
+    /// Any read whose range overlaps an unreadable word fails with
+    /// [`SimFlashError::Unreadable`], leaves the caller's buffer as it was and
+    /// is not counted in [`stats`](Self::stats) (which count data delivered).
+    /// A word stays unreadable until its page is erased by a *completed*
+    /// erase; a torn erase keeps it unreadable. For writes an unreadable word
+    /// counts as programmed: ECC mode refuses it with
+    /// [`SimFlashError::WordRewritten`], otherwise the rewrite is done and
+    /// counted, and the word stays unreadable. [`load_image`](Self::load_image)
+    /// makes every word readable.
+    ///
+    /// The flag only decides whether power cuts *create* unreadable words;
+    /// words already unreadable (also those made so by
+    /// [`mark_unreadable`](Self::mark_unreadable)) stay so when it is turned
+    /// off. With it off and no word marked, the simulator behaves exactly as
+    /// it did before this option existed (same damage for the same seed).
+    pub fn set_torn_unreadable(&mut self, on: bool) {
+        self.st.torn_unreadable = on;
+    }
+
+    /// Whether torn words become unreadable (see
+    /// [`set_torn_unreadable`](Self::set_torn_unreadable)).
+    pub fn is_torn_unreadable(&self) -> bool {
+        self.st.torn_unreadable
+    }
+
+    /// Makes the `WRITE`-sized word holding byte `offset` unreadable, as a
+    /// torn program would (see [`set_torn_unreadable`](Self::set_torn_unreadable);
+    /// works whether or not that mode is on). The data is not changed; the
+    /// word counts as programmed until its page is erased.
+    ///
+    /// # Panics
+    /// If `offset >= CAPACITY`.
+    pub fn mark_unreadable(&mut self, offset: u32) {
+        let off = offset as usize;
+        assert!(off < Self::CAPACITY, "offset {off:#x} outside the flash");
+        self.set_unreadable(off / PAGE, (off % PAGE) / WRITE);
+    }
+
+    /// Number of words that are unreadable now.
+    pub fn unreadable_words(&self) -> usize {
+        self.st.unreadable
     }
 
     /// Seeds the PRNG that decides how torn operations damage the array
@@ -421,6 +517,10 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
     ///   page is neither its old content nor erased, except in the degenerate
     ///   case of a page holding a single programmed bit. In ECC mode all its
     ///   words count as written, so it must be erased again before use.
+    ///
+    /// With [`set_torn_unreadable`](Self::set_torn_unreadable) on, either kind
+    /// of tear also leaves words that cannot be read until their page is
+    /// erased.
     ///
     /// Sweep `k = 0, 1, 2, ...` up to the [`ops`](Self::ops) count of a clean
     /// run to cut power at every operation of a scenario.
@@ -505,26 +605,52 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
 
     /// Mutable access to the whole image, to simulate corruption (bit rot,
     /// a foreign writer). Bypasses every NOR rule and counter, and does not
-    /// update the written-since-erase tracking used by ECC mode.
+    /// update the word states (written since erase, unreadable).
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         self.data.as_flattened_mut()
     }
 
     /// Replaces the whole image, e.g. with a dump from a device or a
     /// snapshot taken with [`as_bytes`](Self::as_bytes). A word counts as
-    /// written since erase if any of its bytes is not `0xFF`. Counters, modes
-    /// and power state are unchanged.
+    /// written since erase if any of its bytes is not `0xFF`; every word is
+    /// readable afterwards (no unreadable words). Counters, modes and power
+    /// state are unchanged.
     ///
     /// # Panics
     /// If `image.len() != CAPACITY`.
     pub fn load_image(&mut self, image: &[u8]) {
         assert_eq!(image.len(), Self::CAPACITY, "image size does not match flash capacity");
         self.data.as_flattened_mut().copy_from_slice(image);
-        for (page, flags) in self.data.iter().zip(self.written.iter_mut()) {
-            for (word, flag) in page.chunks_exact(WRITE).zip(flags.iter_mut()) {
-                *flag = word.iter().any(|&b| b != 0xFF);
+        for (page, states) in self.data.iter().zip(self.words.iter_mut()) {
+            for (word, state) in page.chunks_exact(WRITE).zip(states.iter_mut()) {
+                *state = if word.iter().any(|&b| b != 0xFF) {
+                    WORD_WRITTEN
+                } else {
+                    WORD_ERASED
+                };
             }
         }
+        self.st.unreadable = 0;
+    }
+
+    /// Puts word `word` of page `page` in the unreadable state.
+    fn set_unreadable(&mut self, page: usize, word: usize) {
+        let state = &mut self.words[page][word];
+        if *state != WORD_UNREADABLE {
+            *state = WORD_UNREADABLE;
+            self.st.unreadable += 1;
+        }
+    }
+
+    /// Whether the byte range `off..end` (non-empty, in bounds) overlaps an
+    /// unreadable word. Words never span pages (`PAGE % WRITE == 0`).
+    fn overlaps_unreadable(&self, off: usize, end: usize) -> bool {
+        if self.st.unreadable == 0 || off >= end {
+            return false;
+        }
+        let (first, last) = (off / WRITE, (end - 1) / WRITE);
+        let per_page = PAGE / WRITE;
+        (first..=last).any(|w| self.words[w / per_page][w % per_page] == WORD_UNREADABLE)
     }
 
     /// xorshift64: tiny, deterministic, good enough to pick tear points.
@@ -605,6 +731,9 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
         self.check_powered()?;
         let end = Self::check_slice(offset, bytes.len(), READ)?;
         let off = offset as usize;
+        if self.overlaps_unreadable(off, end) {
+            return Err(SimFlashError::Unreadable);
+        }
         bytes.copy_from_slice(&self.data.as_flattened()[off..end]);
         self.st.stats.reads += 1;
         self.st.stats.read_bytes += bytes.len() as u64;
@@ -633,7 +762,11 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
         let in_page = off - page * PAGE;
         let first_word = in_page / WRITE;
         let n_words = len / WRITE;
-        if self.st.ecc && self.written[page][first_word..first_word + n_words].iter().any(|&w| w) {
+        if self.st.ecc
+            && self.words[page][first_word..first_word + n_words]
+                .iter()
+                .any(|&w| w != WORD_ERASED)
+        {
             return Err(SimFlashError::WordRewritten);
         }
 
@@ -658,11 +791,17 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
         }
 
         let touched_words = touched.div_ceil(WRITE);
-        for flag in &mut self.written[page][first_word..first_word + touched_words] {
-            if *flag {
+        for state in &mut self.words[page][first_word..first_word + touched_words] {
+            if *state == WORD_ERASED {
+                *state = WORD_WRITTEN;
+            } else {
+                // Unreadable words stay unreadable.
                 self.st.stats.rewrites += 1;
             }
-            *flag = true;
+        }
+        if self.st.torn_unreadable && full < len {
+            // The word being programmed when power failed has broken ECC.
+            self.set_unreadable(page, (in_page + full) / WRITE);
         }
         self.st.stats.write_bytes += touched as u64;
         self.page_write_bytes[page] += touched as u64;
@@ -679,7 +818,10 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
 
     fn erase_page(&mut self, page: usize) {
         self.data[page] = [0xFF; PAGE];
-        self.written[page] = [false; PAGE];
+        if self.st.unreadable > 0 {
+            self.st.unreadable -= self.words[page].iter().filter(|&&w| w == WORD_UNREADABLE).count();
+        }
+        self.words[page] = [WORD_ERASED; PAGE];
         self.page_erases[page] += 1;
         self.st.stats.erases += 1;
     }
@@ -716,10 +858,47 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
                 };
             }
         }
-        // The ECC of a half-erased page is garbage: force a new erase.
-        self.written[page] = [true; PAGE];
+        // The ECC of a half-erased page is garbage: force a new erase. Words
+        // that were unreadable stay so (only a completed erase fixes them).
+        for state in &mut self.words[page] {
+            if *state == WORD_ERASED {
+                *state = WORD_WRITTEN;
+            }
+        }
+        if self.st.torn_unreadable {
+            self.unreadable_after_torn_erase(page);
+        }
         self.page_erases[page] += 1;
         self.st.stats.erases += 1;
+    }
+
+    /// Makes a pseudo-random non-empty subset of the words of `page` (whose
+    /// erase was just torn) unreadable: one word, a run of words, about one
+    /// in eight, or about half of them.
+    fn unreadable_after_torn_erase(&mut self, page: usize) {
+        let n = PAGE / WRITE;
+        match self.rand_below(4) {
+            0 => {
+                let w = self.rand_below(n);
+                self.set_unreadable(page, w);
+            }
+            1 => {
+                let start = self.rand_below(n);
+                let len = 1 + self.rand_below(n - start);
+                for w in start..start + len {
+                    self.set_unreadable(page, w);
+                }
+            }
+            mode => {
+                let one_in = if mode == 2 { 8 } else { 2 };
+                let forced = self.rand_below(n);
+                for w in 0..n {
+                    if w == forced || self.rand_below(one_in) == 0 {
+                        self.set_unreadable(page, w);
+                    }
+                }
+            }
+        }
     }
 
     fn erase_impl(&mut self, from: u32, to: u32) -> Result<(), SimFlashError> {
@@ -1368,11 +1547,22 @@ mod tests {
         let mut f = unsafe { b.assume_init() };
         assert_eq!(f.as_bytes().len(), 256 * 1024);
         assert!(f.as_bytes().iter().all(|&b| b == 0xFF));
-        assert!(f.is_powered() && f.is_strict() && !f.is_ecc());
+        assert!(f.is_powered() && f.is_strict() && !f.is_ecc() && !f.is_torn_unreadable());
+        assert_eq!(f.unreadable_words(), 0);
         assert_eq!(f.stats(), FlashStats::default());
         assert_eq!(f.page_erases(63), 0);
         w(&mut *f, 4096 * 63, &[0; 8]).unwrap();
         assert_eq!(w(&mut *f, 4096 * 63, &[0xFF; 8]), Err(SimFlashError::NotErased));
+        // Every word state starts erased: ECC mode accepts a first write anywhere.
+        f.set_ecc(true);
+        f.set_torn_unreadable(true);
+        w(&mut *f, 8, &[0; 8]).unwrap();
+        assert_eq!(w(&mut *f, 8, &[0; 8]), Err(SimFlashError::WordRewritten));
+        f.cut_power_after(Some(3));
+        assert_eq!(w(&mut *f, 4096, &[0; 16]), Err(SimFlashError::PowerCut));
+        f.restore_power();
+        assert_eq!(f.unreadable_words(), 1);
+        assert_eq!(r(&mut *f, 4096, &mut [0; 4]), Err(SimFlashError::Unreadable));
     }
 
     #[test]
@@ -1455,5 +1645,349 @@ mod tests {
         assert_eq!(SimFlashError::PowerCut.to_string(), "simulated power cut");
         let e: &dyn core::error::Error = &SimFlashError::NotErased;
         assert!(e.to_string().contains("0 -> 1"));
+    }
+
+    /// FNV-1a over bytes.
+    fn fnv(h: &mut u64, bytes: &[u8]) {
+        for &b in bytes {
+            *h ^= b as u64;
+            *h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    /// A digest of everything observable after torn writes and erases (images, every read,
+    /// errors, stats) over many seeds and cut points, on plain and ECC flash.
+    fn torn_digest(configure: impl Fn(&mut SimFlash<256, 4, 1, 8>)) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for seed in 1..40u64 {
+            for ecc in [false, true] {
+                for k in 0..8u64 {
+                    let mut f = SimFlash::<256, 4, 1, 8>::new();
+                    configure(&mut f);
+                    f.set_ecc(ecc);
+                    f.set_seed(seed);
+                    if seed % 2 == 0 {
+                        f.cut_power_at_op(Some(k));
+                    } else {
+                        f.cut_power_after(Some(k * 97 + seed));
+                    }
+                    let pattern: Vec<u8> = (0..256).map(|i| (i * 13 + seed as usize) as u8 & 0xF7).collect();
+                    let mut results = Vec::new();
+                    results.push(w(&mut f, 0, &pattern[..64]));
+                    results.push(w(&mut f, 256, &pattern));
+                    results.push(e(&mut f, 0, 512));
+                    f.restore_power();
+                    results.push(w(&mut f, 512, &pattern[..128]));
+                    results.push(e(&mut f, 512, 1024));
+                    f.restore_power();
+                    results.push(w(&mut f, 768, &pattern[..32]));
+                    results.push(w(&mut f, 0, &pattern[..8]));
+                    f.restore_power();
+                    let mut buf = [0u8; 1024];
+                    results.push(r(&mut f, 0, &mut buf));
+                    fnv(&mut h, &buf);
+                    for word in 0..128u32 {
+                        results.push(w(&mut f, word * 8, &[0x5A; 8]));
+                    }
+                    fnv(&mut h, f.as_bytes());
+                    fnv(
+                        &mut h,
+                        std::format!("{results:?} {:?} {}", f.stats(), f.ops()).as_bytes(),
+                    );
+                }
+            }
+        }
+        h
+    }
+
+    /// The digest of [`torn_digest`] computed on the simulator before the torn-unreadable
+    /// option existed (commit 70878e4).
+    const TORN_DIGEST_BEFORE_UNREADABLE: u64 = 0x22a2_2f87_05f3_30f4;
+
+    #[test]
+    fn torn_unreadable_off_by_default_keeps_old_behaviour_exactly() {
+        assert!(!Small::new().is_torn_unreadable());
+        assert!(!SimFlash::<256, 4, 1, 8>::new_ecc().is_torn_unreadable());
+        assert_eq!(torn_digest(|_| {}), TORN_DIGEST_BEFORE_UNREADABLE);
+        // Turning it on and off again changes nothing either.
+        assert_eq!(
+            torn_digest(|f| {
+                f.set_torn_unreadable(true);
+                f.set_torn_unreadable(false);
+            }),
+            TORN_DIGEST_BEFORE_UNREADABLE
+        );
+        // With it on, the results differ (reads fail), so the digest sees the option.
+        assert_ne!(
+            torn_digest(|f| f.set_torn_unreadable(true)),
+            TORN_DIGEST_BEFORE_UNREADABLE
+        );
+    }
+
+    /// Word indices (flash-wide) whose read fails with `Unreadable`, found by reading every
+    /// word on its own; also checks that no other error comes back.
+    fn unreadable_set<const P: usize, const N: usize, const W: usize>(f: &mut SimFlash<P, N, 1, W>) -> Vec<usize> {
+        let before = f.stats();
+        let mut out = Vec::new();
+        let mut buf = [0u8; W];
+        for word in 0..P * N / W {
+            match r(f, (word * W) as u32, &mut buf) {
+                Ok(()) => {}
+                Err(SimFlashError::Unreadable) => out.push(word),
+                Err(e) => panic!("word {word}: {e:?}"),
+            }
+        }
+        assert_eq!(out.len(), f.unreadable_words());
+        assert_eq!(f.stats().reads - before.reads, (P * N / W - out.len()) as u64);
+        out
+    }
+
+    /// A write of 3 words at word 2 of page 1, torn after every possible number of bytes:
+    /// exactly the word holding the first byte not fully programmed is unreadable; the words
+    /// before it hold their data; the page is readable again after an erase.
+    fn torn_write_leaves_word_in_progress_unreadable<const W: usize>() {
+        let len = 3 * W.max(4);
+        let off = 256 + 2 * W;
+        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(37) & 0x7E).collect();
+        for ecc in [false, true] {
+            for cut in 0..len {
+                let mut f = SimFlash::<256, 4, 1, W>::new();
+                f.set_ecc(ecc);
+                f.set_torn_unreadable(true);
+                f.set_seed(cut as u64 + 1);
+                f.cut_power_after(Some(cut as u64));
+                assert_eq!(w(&mut f, off as u32, &data), Err(SimFlashError::PowerCut));
+                f.restore_power();
+                let expect = (off + cut) / W;
+                assert_eq!(unreadable_set(&mut f), vec![expect], "W {W} cut after {cut} bytes");
+                // Completed words before it read back as written.
+                let done = expect * W - off;
+                let mut buf = vec![0u8; done];
+                r(&mut f, off as u32, &mut buf).unwrap();
+                assert_eq!(buf, &data[..done]);
+                // Any read overlapping the word fails, and leaves the buffer alone.
+                let mut buf = vec![0x42u8; W + 2];
+                let start = (expect * W).saturating_sub(1);
+                assert_eq!(r(&mut f, start as u32, &mut buf), Err(SimFlashError::Unreadable));
+                assert!(buf.iter().all(|&b| b == 0x42));
+                let mut all = vec![0u8; 1024];
+                assert_eq!(r(&mut f, 0, &mut all), Err(SimFlashError::Unreadable));
+                // A write to it behaves as for a programmed word.
+                if ecc {
+                    assert_eq!(
+                        w(&mut f, (expect * W) as u32, &[0; W]),
+                        Err(SimFlashError::WordRewritten)
+                    );
+                } else {
+                    let rewrites = f.stats().rewrites;
+                    w(&mut f, (expect * W) as u32, &[0; W]).unwrap();
+                    assert_eq!(f.stats().rewrites, rewrites + 1);
+                    assert_eq!(f.unreadable_words(), 1);
+                }
+                // Power cycles and other pages' erases do not help; erasing its page does.
+                f.cut_power();
+                f.restore_power();
+                e(&mut f, 0, 256).unwrap();
+                e(&mut f, 512, 1024).unwrap();
+                assert_eq!(unreadable_set(&mut f), vec![expect]);
+                e(&mut f, 256, 512).unwrap();
+                assert_eq!(f.unreadable_words(), 0);
+                r(&mut f, 0, &mut all).unwrap();
+                assert!(all.iter().all(|&b| b == 0xFF));
+                w(&mut f, off as u32, &data).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn torn_write_unreadable_word_w1() {
+        torn_write_leaves_word_in_progress_unreadable::<1>();
+    }
+
+    #[test]
+    fn torn_write_unreadable_word_w8() {
+        torn_write_leaves_word_in_progress_unreadable::<8>();
+    }
+
+    #[test]
+    fn torn_write_unreadable_word_w32() {
+        torn_write_leaves_word_in_progress_unreadable::<32>();
+    }
+
+    #[test]
+    fn torn_write_at_op_and_empty_write() {
+        // cut_power_at_op picks the tear point at random: still exactly one word, in range.
+        for seed in 1..200u64 {
+            let mut f = SimFlash::<256, 4, 1, 8>::new_ecc();
+            f.set_torn_unreadable(true);
+            f.set_seed(seed);
+            f.cut_power_at_op(Some(0));
+            assert_eq!(w(&mut f, 64, &[0; 64]), Err(SimFlashError::PowerCut));
+            f.restore_power();
+            let set = unreadable_set(&mut f);
+            assert!(set.len() == 1 && (8..16).contains(&set[0]), "seed {seed}: {set:?}");
+        }
+        // A torn empty write programs nothing and breaks nothing.
+        let mut f = SimFlash::<256, 4, 1, 8>::new_ecc();
+        f.set_torn_unreadable(true);
+        f.cut_power_at_op(Some(0));
+        assert_eq!(w(&mut f, 64, &[]), Err(SimFlashError::PowerCut));
+        assert_eq!(f.unreadable_words(), 0);
+    }
+
+    #[test]
+    fn torn_erase_leaves_random_nonempty_subset_unreadable() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for seed in 1..200u64 {
+            let mut f = SimFlash::<256, 4, 1, 8>::new_ecc();
+            f.set_torn_unreadable(true);
+            f.set_seed(seed);
+            let pattern: Vec<u8> = (0..256).map(|i| (i * 5 + 1) as u8 & 0xBF).collect();
+            for p in 0..4u32 {
+                w(&mut f, p * 256, &pattern).unwrap();
+            }
+            f.mark_unreadable(3 * 256 + 17);
+            f.cut_power_at_op(Some(0));
+            assert_eq!(e(&mut f, 256, 512), Err(SimFlashError::PowerCut));
+            f.restore_power();
+            let set = unreadable_set(&mut f);
+            let torn: Vec<usize> = set.iter().copied().filter(|&w| w != 3 * 32 + 2).collect();
+            assert_eq!(torn.len() + 1, set.len(), "the marked word stays unreadable");
+            assert!(!torn.is_empty(), "seed {seed}");
+            assert!(torn.iter().all(|w| (32..64).contains(w)), "seed {seed}: {torn:?}");
+            sizes.insert(torn.len());
+            // The garbage is there too, and ECC mode wants a new erase.
+            assert_ne!(f.page(1), &pattern[..]);
+            let readable = (32..64).find(|w| !torn.contains(w));
+            if let Some(word) = readable {
+                assert_eq!(w(&mut f, (word * 8) as u32, &[0; 8]), Err(SimFlashError::WordRewritten));
+            }
+            // A completed erase clears the page's words, not the other page's.
+            e(&mut f, 256, 512).unwrap();
+            assert_eq!(unreadable_set(&mut f), vec![3 * 32 + 2]);
+            assert!(f.page(1).iter().all(|&b| b == 0xFF));
+            w(&mut f, 256, &pattern).unwrap();
+        }
+        // One word, runs, scatters of many sizes.
+        assert!(
+            sizes.contains(&1) && sizes.iter().any(|&n| n >= 16) && sizes.len() > 10,
+            "{sizes:?}"
+        );
+    }
+
+    #[test]
+    fn torn_erase_of_unreadable_page_keeps_its_words_unreadable() {
+        // Mode off: a torn erase creates no unreadable word, but keeps those it had.
+        let mut f = SimFlash::<256, 4, 1, 8>::new_ecc();
+        w(&mut f, 0, &[0; 256]).unwrap();
+        f.mark_unreadable(40);
+        f.cut_power_at_op(Some(0));
+        assert_eq!(e(&mut f, 0, 256), Err(SimFlashError::PowerCut));
+        f.restore_power();
+        assert_eq!(unreadable_set(&mut f), vec![5]);
+        // An erase over several pages torn in a later page: earlier pages are fixed.
+        f.set_torn_unreadable(true);
+        f.cut_power_after(Some(256 + 10));
+        assert_eq!(e(&mut f, 0, 768), Err(SimFlashError::PowerCut));
+        f.restore_power();
+        let set = unreadable_set(&mut f);
+        assert!(!set.is_empty() && set.iter().all(|w| (32..64).contains(w)), "{set:?}");
+        e(&mut f, 0, 1024).unwrap();
+        assert_eq!(f.unreadable_words(), 0);
+    }
+
+    #[test]
+    fn torn_unreadable_is_deterministic_by_seed() {
+        fn run(seed: u64) -> (Vec<u8>, Vec<usize>) {
+            let mut f = SimFlash::<256, 4, 1, 8>::new_ecc();
+            f.set_torn_unreadable(true);
+            f.set_seed(seed);
+            w(&mut f, 0, &[0x11; 256]).unwrap();
+            f.cut_power_at_op(Some(0));
+            let _ = e(&mut f, 0, 256);
+            f.restore_power();
+            f.cut_power_at_op(Some(0));
+            let _ = w(&mut f, 512, &[0x22; 128]);
+            f.restore_power();
+            (f.as_bytes().to_vec(), unreadable_set(&mut f))
+        }
+        let mut distinct = std::collections::BTreeSet::new();
+        for seed in 1..40 {
+            let a = run(seed);
+            assert_eq!(a, run(seed));
+            distinct.insert(a.1);
+        }
+        assert!(distinct.len() > 20, "{}", distinct.len());
+        // The damage to the bytes is the same whether torn words become unreadable or not.
+        for seed in 1..40 {
+            let mut f = SimFlash::<256, 4, 1, 8>::new_ecc();
+            let mut g = SimFlash::<256, 4, 1, 8>::new_ecc();
+            g.set_torn_unreadable(true);
+            for x in [&mut f, &mut g] {
+                x.set_seed(seed);
+                w(x, 0, &[0x11; 256]).unwrap();
+                x.cut_power_at_op(Some(0));
+                let _ = w(x, 256, &[0x33; 64]);
+                x.restore_power();
+                x.cut_power_at_op(Some(0));
+                let _ = e(x, 0, 256);
+                x.restore_power();
+            }
+            assert_eq!(f.as_bytes(), g.as_bytes());
+            assert!(f.unreadable_words() == 0 && g.unreadable_words() >= 2);
+        }
+    }
+
+    #[test]
+    fn mark_unreadable_load_image_and_stats() {
+        let mut f = SimFlash::<256, 4, 4, 8>::new();
+        w(&mut f, 0, &[0; 16]).unwrap();
+        f.mark_unreadable(9); // word 1 (bytes 8..16)
+        f.mark_unreadable(12); // same word
+        f.mark_unreadable(1023); // last word, erased
+        assert_eq!(f.unreadable_words(), 2);
+        let mut buf = [0u8; 8];
+        assert_eq!(r(&mut f, 4, &mut buf), Err(SimFlashError::Unreadable));
+        assert_eq!(r(&mut f, 12, &mut buf[..4]), Err(SimFlashError::Unreadable));
+        assert_eq!(r(&mut f, 1020, &mut buf[..4]), Err(SimFlashError::Unreadable));
+        // Failed reads are not counted; reads next to the word work and are.
+        assert_eq!(f.stats().reads, 0);
+        r(&mut f, 0, &mut buf).unwrap();
+        r(&mut f, 16, &mut buf).unwrap();
+        assert_eq!((f.stats().reads, f.stats().read_bytes), (2, 16));
+        // Validation comes first: a misaligned or out-of-bounds read reports that.
+        assert_eq!(r(&mut f, 10, &mut buf[..3]), Err(SimFlashError::NotAligned));
+        assert_eq!(r(&mut f, 1020, &mut buf), Err(SimFlashError::OutOfBounds));
+        // The marked erased word counts as programmed.
+        f.set_ecc(true);
+        assert_eq!(w(&mut f, 1016, &[0; 8]), Err(SimFlashError::WordRewritten));
+        // Toggling the option does not heal; load_image does.
+        f.set_torn_unreadable(true);
+        f.set_torn_unreadable(false);
+        assert_eq!(f.unreadable_words(), 2);
+        let img = f.as_bytes().to_vec();
+        f.load_image(&img);
+        assert_eq!(f.unreadable_words(), 0);
+        r(&mut f, 8, &mut buf).unwrap();
+        assert_eq!(buf, [0; 8]);
+        w(&mut f, 1016, &[0; 8]).unwrap();
+        let d = std::format!("{f:?}");
+        assert!(d.contains("torn_unreadable") && d.contains("unreadable_words"));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the flash")]
+    fn mark_unreadable_out_of_range() {
+        Small::new().mark_unreadable(1024);
+    }
+
+    #[test]
+    fn unreadable_error_kind_and_display() {
+        use std::string::ToString;
+        assert_eq!(SimFlashError::Unreadable.kind(), NorFlashErrorKind::Other);
+        assert_eq!(
+            SimFlashError::Unreadable.to_string(),
+            "flash word unreadable (ECC error after an interrupted program or erase)"
+        );
     }
 }
