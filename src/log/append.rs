@@ -107,7 +107,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut erase_count = self.erase_max;
         let mut erased_now = false;
         if info.flags & F_BLANK == 0 {
-            let old = self.read_header(next).await?;
+            // A page left unreadable by an interrupted erase reads as garbage: erased again.
+            let old = self.header_ok(next).await?;
             let must_erase = info.flags & F_DIRTY != 0 || !self.is_blank(next, 0).await?;
             if must_erase {
                 erase_count = match old {
@@ -198,7 +199,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut off = self.head_off;
         while off < page {
             let n = (page - off).min(64) as usize;
-            self.read(Self::addr(self.head, off), &mut buf[..n]).await?;
+            if !self.read_ok(Self::addr(self.head, off), &mut buf[..n]).await? {
+                // A word an interrupted write left unreadable (ECC flash): nothing more is
+                // written to this page; the next page header marks it torn.
+                self.seal_torn();
+                return Ok(());
+            }
             if let Some(i) = buf[..n].iter().rposition(|&b| b != 0xFF) {
                 last_used = Some(off + i as u32);
             }
@@ -213,7 +219,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let resume = match last_used {
             None => self.head_off + round_up(TAG_LEN, w) as u32,
             Some(last) => {
-                let word = self.read_u32(Self::addr(self.head, self.head_off)).await?;
+                let word = self.word_ok(Self::addr(self.head, self.head_off)).await?.unwrap_or(0);
                 let record_end = self.head_off
                     + match Tag::decode(word) {
                         Ok(t) => stored_len(t.data_len(), w),

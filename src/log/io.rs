@@ -8,6 +8,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Reads `out.len()` bytes at any address, honouring READ_SIZE alignment with a bounce
     /// buffer where needed.
     pub(super) async fn read(&mut self, addr: u32, out: &mut [u8]) -> Res<(), F> {
+        // Every offset read from flash is checked before it is used: an access outside the
+        // flash is a bug of the store, never the flash's business.
+        if (addr as usize).checked_add(out.len()).is_none_or(|e| e > N * F::ERASE_SIZE) {
+            debug_assert!(false, "read of {} bytes at {addr:#x} outside the flash", out.len());
+            return Err(Error::LogicBug);
+        }
         let rs = F::READ_SIZE as u32;
         if addr.is_multiple_of(rs) && (out.len() as u32).is_multiple_of(rs) {
             return self.flash.read(addr, out).await.map_err(Error::Flash);
@@ -28,6 +34,34 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(())
     }
 
+    /// [`Self::read`] for code that interprets what it reads: a read the flash refuses (on ECC
+    /// flash, a word an interrupted program or erase left with inconsistent ECC reads as an
+    /// error until its page is erased) is `Ok(false)`, and the caller treats those bytes as
+    /// garbage. Errors of the store itself still propagate.
+    pub(super) async fn read_ok(&mut self, addr: u32, out: &mut [u8]) -> Res<bool, F> {
+        match self.read(addr, out).await {
+            Ok(()) => Ok(true),
+            Err(Error::Flash(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A word read with [`Self::read_ok`]: `None` if unreadable.
+    pub(super) async fn word_ok(&mut self, addr: u32) -> Res<Option<u32>, F> {
+        let mut b = [0u8; 4];
+        Ok(self.read_ok(addr, &mut b).await?.then(|| u32::from_le_bytes(b)))
+    }
+
+    /// A page header, unreadable ones as garbage.
+    pub(super) async fn header_ok(&mut self, p: u16) -> Res<HeaderState, F> {
+        let mut b = [0u8; PAGE_HEADER_LEN];
+        if self.read_ok(Self::addr(p, 0), &mut b).await? {
+            Ok(PageHeader::decode(&b))
+        } else {
+            Ok(HeaderState::Garbage)
+        }
+    }
+
     pub(super) async fn read_u32(&mut self, addr: u32) -> Res<u32, F> {
         let mut b = [0u8; 4];
         self.read(addr, &mut b).await?;
@@ -40,14 +74,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(PageHeader::decode(&b))
     }
 
-    /// Whether `[from, end)` of page `p` reads as erased.
+    /// Whether `[from, end)` of page `p` reads as erased (an unreadable word does not).
     pub(super) async fn is_blank(&mut self, p: u16, from: u32) -> Res<bool, F> {
         let mut buf = [0u8; 64];
         let mut off = from;
         while off < page_size::<F>() {
             let n = (page_size::<F>() - off).min(64) as usize;
-            self.read(Self::addr(p, off), &mut buf[..n]).await?;
-            if buf[..n].iter().any(|&b| b != 0xFF) {
+            if !self.read_ok(Self::addr(p, off), &mut buf[..n]).await? || buf[..n].iter().any(|&b| b != 0xFF) {
                 return Ok(false);
             }
             off += n as u32;

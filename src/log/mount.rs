@@ -165,7 +165,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             _ => None,
         };
         let mut next_h = if self.len > 1 {
-            valid(self.read_header(self.ring_back(head, self.len - 1)).await?)
+            valid(self.header_ok(self.ring_back(head, self.len - 1)).await?)
         } else {
             None
         };
@@ -176,7 +176,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             next_h = if d == 1 {
                 Some(hh)
             } else {
-                valid(self.read_header(self.ring_back(head, d - 1)).await?)
+                valid(self.header_ok(self.ring_back(head, d - 1)).await?)
             };
             let Some(h) = this_h.filter(|h| h.seq == expect) else {
                 self.report.damaged_pages += 1;

@@ -11,23 +11,40 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// compacting as needed. Below capacity this cannot fail with `Full` (space.rs); that it
     /// does not is checked in debug builds.
     pub(super) async fn room_for(&mut self, need: u32, ns: u64) -> Res<(), F> {
+        let sound = self.sound();
         let r = self.make_room(need, ns).await;
-        self.check_room(r, need)
+        self.check_room(r, need, sound)
     }
 
-    /// [`Self::room_for`] for a write that only removes. A damaged live value blocks
-    /// compaction of its page (it is never copied into a valid-looking record); a removal that
-    /// still fits in the free space goes ahead, so removing the damaged key unblocks the store.
+    /// [`Self::room_for`] for a write that only removes. Where the model's reserve cannot be
+    /// restored (an image over capacity, written by something else, or a damaged live value
+    /// that blocks compaction of its page: it is never copied into a valid-looking record), a
+    /// removal that still fits in the free space goes ahead: removing keys is how such a store
+    /// gets back below capacity.
     pub(super) async fn room_to_remove(&mut self, need: u32, ns: u64) -> Res<(), F> {
+        let sound = self.sound();
         match self.make_room(need, ns).await {
-            Err(Error::Corrupted) if self.avail() >= need => Ok(()),
-            r => self.check_room(r, need),
+            Err(Error::Corrupted | Error::Full) if self.head_fits(need) || self.avail() >= need + Self::payload() => {
+                Ok(())
+            }
+            r => self.check_room(r, need, sound),
         }
     }
 
-    fn check_room(&self, r: Res<(), F>, need: u32) -> Res<(), F> {
+    /// Whether the log is inside the space model: live data within capacity and the reserve
+    /// free. Every sequence of operations from an empty store stays inside it.
+    fn sound(&self) -> bool {
+        self.charged() <= self.capacity() && self.avail() >= self.keep
+    }
+
+    /// Whether `need` bytes fit in the rest of the head page.
+    fn head_fits(&self, need: u32) -> bool {
+        self.len > 0 && self.head_checked && self.head_off + need <= page_size::<F>()
+    }
+
+    fn check_room(&self, r: Res<(), F>, need: u32, sound: bool) -> Res<(), F> {
         debug_assert!(
-            !matches!(r, Err(Error::Full)) || self.charged() > self.capacity(),
+            !matches!(r, Err(Error::Full)) || !sound,
             "room for {need} bytes refused below capacity ({} of {})",
             self.charged(),
             self.capacity()

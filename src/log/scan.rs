@@ -26,7 +26,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         } else {
             page_size::<F>()
         };
-        match self.read_header(p).await? {
+        match self.header_ok(p).await? {
             HeaderState::Valid(h) if h.seq == self.seq_of(p) => Ok(Some(self.cursor(p, h, end))),
             _ => Ok(None),
         }
@@ -41,7 +41,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             if c.off as usize + TAG_LEN > c.end as usize {
                 return Ok(None);
             }
-            let word = self.read_u32(Self::addr(c.page, c.off)).await?;
+            // An unreadable tag word is garbage, like an invalid one.
+            let word = self.word_ok(Self::addr(c.page, c.off)).await?.unwrap_or(0);
             let decoded = match Tag::decode(word) {
                 Ok(t) if c.off + stored_len(t.data_len(), ws::<F>()) as u32 <= c.end => Some(t),
                 Ok(_) | Err(TagError::Invalid) => None,
@@ -92,16 +93,25 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         match tag.ty {
             RecordType::Batch | RecordType::Namespace | RecordType::Origin | RecordType::Retire | RecordType::Sync => {
                 let n = tag.data_len().min(8);
-                self.read(Self::addr(c.page, c.off + TAG_LEN as u32), &mut e.aux[..n])
-                    .await?;
+                if !self.read_ok(Self::addr(c.page, c.off + TAG_LEN as u32), &mut e.aux[..n]).await? {
+                    // Checked by its CRC above, so readable; a flash that fails now ends the
+                    // page here (damage, not a failure of the store).
+                    c.damaged = true;
+                    return Ok(None);
+                }
             }
             _ => {}
         }
         if tag.ty == RecordType::Batch {
             let mut bitmap = [0u8; MAX_BATCH_DATA - 4];
             let n = tag.data_len() - 4;
-            self.read(Self::addr(c.page, c.off + TAG_LEN as u32 + 4), &mut bitmap[..n])
-                .await?;
+            if !self
+                .read_ok(Self::addr(c.page, c.off + TAG_LEN as u32 + 4), &mut bitmap[..n])
+                .await?
+            {
+                c.damaged = true;
+                return Ok(None);
+            }
             e.span = bitmap[..n]
                 .iter()
                 .rposition(|&b| b != 0)
@@ -147,13 +157,22 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut base = round_up(from as usize, w) as u32;
         while base + sync_len <= end {
             let n = (end - base).min(68) as usize;
-            self.read(Self::addr(p, base), &mut buf[..n]).await?;
+            // A block with an unreadable word is searched word by word, skipping that word.
+            let whole = self.read_ok(Self::addr(p, base), &mut buf[..n]).await?;
             let mut i = 0usize;
             while i < 64 && i + 4 <= n {
-                if le32(&buf[i..i + 4]) == sync_word && base + i as u32 + sync_len <= end {
+                let word = if whole {
+                    Some(le32(&buf[i..i + 4]))
+                } else {
+                    self.word_ok(Self::addr(p, base + i as u32)).await?
+                };
+                if word == Some(sync_word) && base + i as u32 + sync_len <= end {
                     let at = base + i as u32;
                     let mut data = [0u8; 8];
-                    self.read(Self::addr(p, at + TAG_LEN as u32), &mut data).await?;
+                    if !self.read_ok(Self::addr(p, at + TAG_LEN as u32), &mut data).await? {
+                        i += w;
+                        continue;
+                    }
                     if le32(&data[0..4]) == crate::codec::SYNC_MAGIC
                         && le32(&data[4..8]) == seq
                         && self.crc_ok_at(p, at, tag).await?
@@ -173,8 +192,24 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.crc_ok_at(p, e.off, e.tag).await
     }
 
-    /// Reads the record at `(p, off)` with `tag` and checks its CRC.
+    /// Whether a record of `stored` bytes at `off` lies inside page `p`'s readable part (the
+    /// page, or the written part of the head page). Offsets and lengths read from flash are
+    /// checked with this before they are used.
+    pub(super) fn fits(&self, p: u16, off: u32, stored: u32) -> bool {
+        let limit = if p == self.head && self.len > 0 {
+            self.head_off.max(PAGE_HEADER_LEN as u32)
+        } else {
+            page_size::<F>()
+        };
+        off >= PAGE_HEADER_LEN as u32 && off.checked_add(stored).is_some_and(|e| e <= limit.min(page_size::<F>()))
+    }
+
+    /// Reads the record at `(p, off)` with `tag` and checks its CRC. A record that does not fit
+    /// in its page, or that cannot be read, fails.
     pub(super) async fn crc_ok_at(&mut self, p: u16, off: u32, tag: Tag) -> Res<bool, F> {
+        if off.checked_add(stored_len(tag.data_len(), ws::<F>()) as u32).is_none_or(|e| e > page_size::<F>()) {
+            return Ok(false);
+        }
         let e = Entry {
             off,
             tag,
@@ -192,17 +227,22 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut done = 0u32;
         while done < len {
             let n = (len - done).min(64) as usize;
-            self.read(Self::addr(p, data_at + done), &mut buf[..n]).await?;
+            if !self.read_ok(Self::addr(p, data_at + done), &mut buf[..n]).await? {
+                return Ok(false);
+            }
             digest.update(&buf[..n]);
             done += n as u32;
         }
-        let stored = self.read_u32(Self::addr(p, data_at + len)).await?;
-        Ok(stored == digest.finalize())
+        let stored = self.word_ok(Self::addr(p, data_at + len)).await?;
+        Ok(stored == Some(digest.finalize()))
     }
 
     /// Where the fragment after one ending at `(p, end)` starts: later in the same page, or
     /// first in the next page of the log. `None` if the log ends there.
     pub(super) async fn next_fragment_at(&mut self, p: u16, end: u32) -> Res<Option<(u16, u32, u32)>, F> {
+        if end > page_size::<F>() {
+            return Ok(None);
+        }
         // The writer only moves to the next page when not even one more data byte fits here.
         if (page_size::<F>() - end) as usize > RECORD_OVERHEAD {
             let limit = if p == self.head {
@@ -213,7 +253,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             if end as usize + TAG_LEN > limit as usize {
                 return Ok(None);
             }
-            let word = self.read_u32(Self::addr(p, end)).await?;
+            let Some(word) = self.word_ok(Self::addr(p, end)).await? else {
+                return Ok(None);
+            };
             return Ok(Some((p, end, word)));
         }
         if p == self.head {
@@ -224,7 +266,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Ok(None);
         }
         let off = PAGE_HEADER_LEN as u32;
-        let word = self.read_u32(Self::addr(np, off)).await?;
+        let Some(word) = self.word_ok(Self::addr(np, off)).await? else {
+            return Ok(None);
+        };
         Ok(Some((np, off, word)))
     }
 
@@ -233,6 +277,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     pub(super) async fn chain_extent(&mut self, p: u16, off: u32, tag: Tag) -> Res<Option<(u32, u32)>, F> {
         let mut stored = stored_len(tag.data_len(), ws::<F>()) as u32;
         let mut len = tag.data_len() as u32;
+        if !self.fits(p, off, stored) {
+            return Ok(None);
+        }
         let (mut page, mut end, mut more) = (p, off + stored, tag.more);
         let mut index = 0u16;
         while more {
@@ -249,6 +296,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 return Ok(None);
             }
             let s = stored_len(t.data_len(), ws::<F>()) as u32;
+            if !self.fits(np, noff, s) {
+                return Ok(None);
+            }
             stored += s;
             len += t.data_len() as u32;
             (page, end, more) = (np, noff + s, t.more);

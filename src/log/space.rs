@@ -12,7 +12,8 @@
 //!   value that continued into the next page (at most `V`, the largest value).
 //! - [`Self::keep`] is the free space every operation leaves behind: one page, one largest
 //!   value, and `K` for every step of a rotation that can lose space (a page so full of live data
-//!   that its copy is larger than what it frees), `m` of them at most.
+//!   that its copy is larger than what it frees), `m` of them at most, plus what recovering from
+//!   an interrupted write may waste in the head page.
 //! - The capacity `C` is what remains of the ring after `keep`, the overhead of a whole
 //!   rotation (`Kr` per page) and the most any single operation needs beyond its charge (`X`).
 //!
@@ -39,6 +40,10 @@ pub(super) struct Costs {
     /// Most a client operation appends beyond its charge: context records plus the waste or
     /// split at a page end (a put), or a removal record, its context and the waste before it.
     pub(super) x: u32,
+    /// What recovering from one interrupted write can waste in the head page: the skip past
+    /// the garbage (one staging buffer), the Sync record, or the rest of a page too short to
+    /// resume in.
+    cut: u32,
 }
 
 impl<F: NorFlash, const N: usize> Log<F, N> {
@@ -56,6 +61,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             ret: sl(4),
             bnd,
             x: x_put.max(x_rm),
+            cut: STAGE as u32 + t8 + sl(MIN_SPLIT),
         }
     }
 
@@ -89,11 +95,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         // C(m) = N*P - N*Kr - X - (P + V + (m+1)*K): the smallest m that bounds the number of
         // loss-making steps of a rotation for a charge of C(m) gives the largest sound capacity.
-        let base = (n * p).checked_sub(n * kr + c.x + p + v)?;
+        let base = (n * p).checked_sub(n * kr + c.x + p + v + c.cut)?;
         for m in 0..=n {
             let cap = base.checked_sub((m + 1) * k)?;
             if cap / (p - k) <= m {
-                return Some((cap, p + v + (m + 1) * k));
+                return Some((cap, p + v + (m + 1) * k + c.cut));
             }
         }
         None

@@ -70,6 +70,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             Ok(t) if t.ty == RecordType::Cont && t.id_low == expect => t,
             _ => return Err(Error::Corrupted),
         };
+        if !self.fits(p, off, stored_len(tag.data_len(), ws::<F>()) as u32) {
+            return Err(Error::Corrupted);
+        }
         *chain = Chain::start(p, off, tag);
         Ok(())
     }
