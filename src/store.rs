@@ -94,6 +94,14 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
         Log::<F, PAGES>::value_bytes(len.min(u32::MAX as usize) as u32) as u64
     }
 
+    /// Test support: recomputes the live charges from the flash and returns the first page
+    /// whose running count differed, as `(page, counted, exact)`. `None` means the running
+    /// counts are exact. Reads the whole log.
+    #[doc(hidden)]
+    pub async fn audit_charges(&mut self) -> Res<Option<(u16, u32, u32)>, F> {
+        self.log.audit_charges().await
+    }
+
     fn ns(&self) -> Res<u64, F> {
         self.ns.ok_or(Error::NotOpen)
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use critical_section as _;
 use embassy_futures::join::join;
-use embassy_futures::select::select;
+use embassy_futures::select::{Either, select};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use mqtt_persist::adapter::mqttrust::{EpochNetwork, Link, MqttrustClient};
 use mqtt_persist::adapter::{Ack, Client, Event, SharedOutbox, Turn};
@@ -243,6 +243,9 @@ async fn device(
 
     let report = RefCell::new(Report::default());
     let publishing = Cell::new(true);
+    // Set once a publish fails on the flash (the power was cut): the boot is over, also for a
+    // drain that is waiting for the next message.
+    let powered_off = Cell::new(false);
     let publisher = async {
         for n in readings.clone() {
             let text = n.to_string();
@@ -257,7 +260,7 @@ async fn device(
                 Ok(Receipt::NotPersisted) => unreachable!(),
                 Err(OutboxError::Full { .. }) => report.borrow_mut().rejected.push(n),
                 // The power was cut: this reading is not durable.
-                Err(OutboxError::Store(_)) => {}
+                Err(OutboxError::Store(_)) => powered_off.set(true),
                 Err(e) => panic!("publish: {e:?}"),
             }
             // Let the drain and the stack run between publishes.
@@ -276,11 +279,16 @@ async fn device(
                             report.borrow_mut().events_resending += 1;
                         }
                     };
-                    match outbox.drain(&adapter, now_ms, events, true).await {
-                        Ok(()) => {}
+                    let cut = async {
+                        while !powered_off.get() {
+                            embassy_time::Timer::after_millis(5).await;
+                        }
+                    };
+                    match select(outbox.drain(&adapter, now_ms, events, true), cut).await {
+                        Either::First(Ok(())) => {}
                         // A power cut: this boot is over.
-                        Err(OutboxError::Store(_)) => return,
-                        Err(e) => panic!("drain: {e:?}"),
+                        Either::First(Err(OutboxError::Store(_))) | Either::Second(()) => return,
+                        Either::First(Err(e)) => panic!("drain: {e:?}"),
                     }
                     if !publishing.get() {
                         return;

@@ -93,6 +93,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         } else {
             self.head_seq.checked_add(1).ok_or(Error::Exhausted)?
         };
+        if self.len as usize == N {
+            self.retire_dead_tail().await?;
+        }
         let free = N as u16 - self.len;
         // The space model keeps a free page for compaction whatever clients write: a client
         // record never needs the last one (space.rs). Refuse rather than fill the ring.
@@ -177,6 +180,35 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(())
     }
 
+    /// The log fills every page (a compaction cut before its Retire record): the next page is
+    /// the tail. If the tail pages hold nothing live, they leave the log now, durably where the
+    /// head page has room for a Retire record; otherwise the next page header retires them, and
+    /// a cut between their erase and that header leaves a page that mount reports as damaged
+    /// but that held nothing live.
+    async fn retire_dead_tail(&mut self) -> Res<(), F> {
+        let dead = self.dead_tail();
+        if dead == 0 {
+            return Ok(());
+        }
+        let last = self.seq_of(self.ring_back(self.head, self.len - dead));
+        let w = ws::<F>();
+        if self.head_checked && self.head_off + stored_len(4, w) as u32 <= page_size::<F>() {
+            let data = last.to_le_bytes();
+            self.write_record(Tag::new(RecordType::Retire, false, 4, 0), &mut Source::ram(&[&data]), 4)
+                .await?;
+        }
+        for d in 0..dead {
+            let q = self.ring_back(self.head, self.len - 1 - d);
+            self.recent_drop_page(q);
+            self.pages[q as usize] = PageInfo {
+                flags: F_DIRTY,
+                ..PageInfo::FREE
+            };
+        }
+        self.len -= dead;
+        Ok(())
+    }
+
     /// Before the first write after mount: the rest of the head page must read as erased, or
     /// it holds the remains of an interrupted write and the page is sealed.
     pub(super) async fn check_head(&mut self) -> Res<(), F> {
@@ -220,10 +252,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             None => self.head_off + round_up(TAG_LEN, w) as u32,
             Some(last) => {
                 let word = self.word_ok(Self::addr(self.head, self.head_off)).await?.unwrap_or(0);
+                // A tag whose record would not fit in the page is garbage too.
                 let record_end = self.head_off
                     + match Tag::decode(word) {
-                        Ok(t) => stored_len(t.data_len(), w),
-                        Err(_) => STAGE,
+                        Ok(t) if self.head_off as usize + stored_len(t.data_len(), w) <= page as usize => {
+                            stored_len(t.data_len(), w)
+                        }
+                        _ => STAGE,
                     } as u32;
                 let at = round_up(record_end.max(last + 1) as usize, w) as u32 + STAGE as u32;
                 self.seal_torn();

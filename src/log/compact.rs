@@ -57,7 +57,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     pub(super) async fn compact_oldest(&mut self, ns: u64) -> Res<(), F> {
         let dead = self.dead_tail();
         if dead + 1 >= self.len {
-            return Err(Error::Full);
+            // Everything older is reclaimable for free, and the rest is in the head page, which
+            // cannot be compacted while it is the head: move the head on (an empty page), so
+            // the next step retires or compacts it. Without this a head page full of dead
+            // records would hold a page's worth of space that no rotation frees.
+            if self.len == 0 || self.head_off <= PAGE_HEADER_LEN as u32 || N as u16 - self.len + dead < 2 {
+                return Err(Error::Full);
+            }
+            let ctx = self.head_ctx;
+            return self.open_page(Ctx { origin: None, ..ctx }, None, true).await;
         }
         let p = self.ring_back(self.head, self.len - 1 - dead);
         let seq = self.seq_of(p);

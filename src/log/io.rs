@@ -10,7 +10,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     pub(super) async fn read(&mut self, addr: u32, out: &mut [u8]) -> Res<(), F> {
         // Every offset read from flash is checked before it is used: an access outside the
         // flash is a bug of the store, never the flash's business.
-        if (addr as usize).checked_add(out.len()).is_none_or(|e| e > N * F::ERASE_SIZE) {
+        if (addr as usize)
+            .checked_add(out.len())
+            .is_none_or(|e| e > N * F::ERASE_SIZE)
+        {
             debug_assert!(false, "read of {} bytes at {addr:#x} outside the flash", out.len());
             return Err(Error::LogicBug);
         }

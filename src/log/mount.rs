@@ -41,6 +41,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if let Err(g) = Self::check_geometry(&flash) {
             return Err((flash, Error::BadGeometry(g)));
         }
+        if Self::max_value_limit() == 0 {
+            return Err((flash, Error::BadGeometry(GeometryError::NoRoom)));
+        }
         if max_value > Self::max_value_limit() {
             let g = GeometryError::ValueTooLarge {
                 max_value_len: max_value as usize,

@@ -21,13 +21,17 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// that blocks compaction of its page: it is never copied into a valid-looking record), a
     /// removal that still fits in the free space goes ahead: removing keys is how such a store
     /// gets back below capacity.
-    pub(super) async fn room_to_remove(&mut self, need: u32, ns: u64) -> Res<(), F> {
+    ///
+    /// Returns whether the write is a normal client write (`true`) or such a fallback, which
+    /// may also take the last free page: a removal adds no live data, and the pages it makes
+    /// dead are retired by the next page header.
+    pub(super) async fn room_to_remove(&mut self, need: u32, actual: u32, ns: u64) -> Res<bool, F> {
         let sound = self.sound();
-        match self.make_room(need, ns).await {
-            Err(Error::Corrupted | Error::Full) if self.head_fits(need) || self.avail() >= need + Self::payload() => {
-                Ok(())
-            }
-            r => self.check_room(r, need, sound),
+        let r = self.make_room(need, ns).await;
+        match r {
+            Err(Error::Corrupted | Error::Full) if !sound && self.avail() >= actual => Ok(false),
+            Err(Error::Corrupted) if self.avail() >= actual => Ok(false),
+            r => self.check_room(r, need, sound).map(|()| true),
         }
     }
 
@@ -35,11 +39,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// free. Every sequence of operations from an empty store stays inside it.
     fn sound(&self) -> bool {
         self.charged() <= self.capacity() && self.avail() >= self.keep
-    }
-
-    /// Whether `need` bytes fit in the rest of the head page.
-    fn head_fits(&self, need: u32) -> bool {
-        self.len > 0 && self.head_checked && self.head_off + need <= page_size::<F>()
     }
 
     fn check_room(&self, r: Res<(), F>, need: u32, sound: bool) -> Res<(), F> {
@@ -89,10 +88,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if self.is_pending(ns, key) || self.locate(ns, key).await? == Loc::Absent {
             return Err(Error::NotFound);
         }
-        self.room_to_remove(Self::costs().x, ns).await?;
+        let actual = Self::costs().ctx + stored_len(0, ws::<F>()) as u32;
+        let user = self.room_to_remove(Self::costs().x, actual, ns).await?;
         let loc = self.locate(ns, key).await?;
         let tag = Tag::new(RecordType::Tombstone, false, key.kind().code() as u16, key.id() as u16);
-        self.append_small(tag, &[], ns, Some(key), true).await?;
+        self.append_small(tag, &[], ns, Some(key), user).await?;
         self.uncharge(loc);
         Ok(())
     }
@@ -100,8 +100,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Removes every key of namespace `ns` with one `Clear` record; pending removals of it are
     /// dropped. Never [`Error::Full`] below capacity.
     pub async fn clear(&mut self, ns: u64) -> Res<(), F> {
-        self.room_to_remove(Self::costs().x, ns).await?;
-        self.append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, true)
+        let actual = Self::costs().ctx + stored_len(0, ws::<F>()) as u32;
+        let user = self.room_to_remove(Self::costs().x, actual, ns).await?;
+        self.append_small(Tag::new(RecordType::Clear, false, 0, 0), &[], ns, None, user)
             .await?;
         if self.pending_ns == ns {
             self.pending_len = 0;

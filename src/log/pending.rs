@@ -48,7 +48,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     pub async fn flush_pending(&mut self) -> Res<(), F> {
         let ns = self.pending_ns;
         while self.pending_len > 0 {
-            self.room_to_remove(Self::costs().x, ns).await?;
+            let actual = Self::costs().ctx + stored_len(MAX_BATCH_DATA, ws::<F>()) as u32;
+            let user = self.room_to_remove(Self::costs().x, actual, ns).await?;
             let n = self.pending_len as usize;
             let keys = self.pending;
             let mut want = [(0u64, Key::sent(0)); BATCH];
@@ -90,7 +91,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let len = 4 + round_up(top as usize / 8 + 1, 4);
             bitmap[0..4].copy_from_slice(&base.to_le_bytes());
             let tag = Tag::new(RecordType::Batch, false, len as u16, kind.code() as u16);
-            self.append_small(tag, &bitmap[..len], ns, None, true).await?;
+            self.append_small(tag, &bitmap[..len], ns, None, user).await?;
             self.pages[self.head as usize].note(kind, base, base + top);
             for i in (0..n).filter(|&i| member[i]) {
                 self.unpend(keys[i]);

@@ -93,7 +93,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         match tag.ty {
             RecordType::Batch | RecordType::Namespace | RecordType::Origin | RecordType::Retire | RecordType::Sync => {
                 let n = tag.data_len().min(8);
-                if !self.read_ok(Self::addr(c.page, c.off + TAG_LEN as u32), &mut e.aux[..n]).await? {
+                if !self
+                    .read_ok(Self::addr(c.page, c.off + TAG_LEN as u32), &mut e.aux[..n])
+                    .await?
+                {
                     // Checked by its CRC above, so readable; a flash that fails now ends the
                     // page here (damage, not a failure of the store).
                     c.damaged = true;
@@ -201,13 +204,19 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         } else {
             page_size::<F>()
         };
-        off >= PAGE_HEADER_LEN as u32 && off.checked_add(stored).is_some_and(|e| e <= limit.min(page_size::<F>()))
+        off >= PAGE_HEADER_LEN as u32
+            && off
+                .checked_add(stored)
+                .is_some_and(|e| e <= limit.min(page_size::<F>()))
     }
 
     /// Reads the record at `(p, off)` with `tag` and checks its CRC. A record that does not fit
     /// in its page, or that cannot be read, fails.
     pub(super) async fn crc_ok_at(&mut self, p: u16, off: u32, tag: Tag) -> Res<bool, F> {
-        if off.checked_add(stored_len(tag.data_len(), ws::<F>()) as u32).is_none_or(|e| e > page_size::<F>()) {
+        if off
+            .checked_add(stored_len(tag.data_len(), ws::<F>()) as u32)
+            .is_none_or(|e| e > page_size::<F>())
+        {
             return Ok(false);
         }
         let e = Entry {

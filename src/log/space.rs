@@ -30,7 +30,7 @@ use super::*;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Costs {
     /// Context records a record can need before it: Namespace, its kind's IdHigh, Origin.
-    ctx: u32,
+    pub(super) ctx: u32,
     /// A Retire record.
     ret: u32,
     /// What a page boundary in compaction's output can cost: a split fragment's extra header or
@@ -248,6 +248,27 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         self.set_model();
         Ok(())
+    }
+
+    /// Recomputes every page's charge from the flash and compares it with the running count:
+    /// the first page where they differ, as `(page, counted, exact)`. For tests; changes
+    /// nothing (the exact counts replace the running ones, which were equal).
+    pub async fn audit_charges(&mut self) -> Res<Option<(u16, u32, u32)>, F> {
+        let mut had = [0u32; N];
+        for (h, p) in had.iter_mut().zip(self.pages.iter()) {
+            *h = p.live;
+        }
+        let max_live = self.max_live_len;
+        self.refine().await?;
+        self.max_live_len = self.max_live_len.max(max_live);
+        self.set_model();
+        for d in 0..self.len {
+            let p = self.ring_back(self.head, d);
+            if had[p as usize] != self.pages[p as usize].live {
+                return Ok(Some((p, had[p as usize], self.pages[p as usize].live)));
+            }
+        }
+        Ok(None)
     }
 
     /// After a clear of namespace `ns`: if the log holds no other namespace nothing is live;
