@@ -18,9 +18,12 @@
 //! |          | id_low:16              |                  |          |         |
 //! +-----------------------------------+------------------+----------+---------+
 //! tag bits 31..28 type, bit 27 more, bits 26..16 arg, bits 15..0 id_low.
-//! crc32 (CRC-32C) covers the 4 tag bytes followed by the data bytes. The CRC trails the data
-//! so a record can be streamed to flash (compaction copies without buffering a whole value),
-//! and a scan that only skips records reads 4 bytes per record.
+//! crc32 (CRC-32C) covers the record's binding (format 2: the namespace and full id a Put or
+//! Tombstone names, the namespace of a Batch or Clear; nothing for other types), then the 4 tag
+//! bytes, then the data bytes. The binding makes the CRC fail when a record is read in a context
+//! other than the one it was written in (a damaged context record), instead of naming another
+//! key. The CRC trails the data so a record can be streamed to flash (compaction copies without
+//! buffering a whole value), and a scan that only skips records reads 4 bytes per record.
 //! ```
 
 use crate::key::{Key, Kind};
@@ -28,7 +31,7 @@ use crate::key::{Key, Kind};
 /// `b"MQPS"` read as a little-endian u32.
 pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"MQPS");
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Bytes taken by the page header. A multiple of every supported WRITE_SIZE (1..=32).
 pub const PAGE_HEADER_LEN: usize = 32;
 /// Bytes of framing per record: the tag before the data and the CRC after it.
@@ -297,9 +300,46 @@ pub const fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// The CRC of a record: over the tag word's bytes, then the data in as many pieces as given.
-pub fn record_crc(tag_word: u32, data: &[&[u8]]) -> u32 {
+/// What a record's CRC binds it to besides its own bytes (format 2, SPEC section 4): the
+/// namespace and full id for `Put` and `Tombstone`, the namespace for `Batch` and `Clear`, and
+/// nothing for `Cont` (its key is its chain's) and the context and structure records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    bytes: [u8; 12],
+    len: u8,
+}
+
+impl Binding {
+    /// No binding.
+    pub const NONE: Binding = Binding { bytes: [0; 12], len: 0 };
+
+    /// The binding of a record of type `ty` read or written with namespace `ns`; `id` is the
+    /// full id of the key it names (ignored for types that name none).
+    pub fn of(ty: RecordType, ns: u64, id: u32) -> Binding {
+        let mut bytes = [0u8; 12];
+        bytes[0..8].copy_from_slice(&ns.to_le_bytes());
+        bytes[8..12].copy_from_slice(&id.to_le_bytes());
+        let len = match ty {
+            RecordType::Put(_) | RecordType::Tombstone => 12,
+            RecordType::Batch | RecordType::Clear => 8,
+            _ => 0,
+        };
+        // Only the covered bytes are kept, so equal bindings compare equal.
+        bytes[len as usize..].fill(0);
+        Binding { bytes, len }
+    }
+
+    /// The bytes the CRC covers before the tag.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// The CRC of a record: over its binding, the tag word's bytes, then the data in as many
+/// pieces as given.
+pub fn record_crc(binding: &Binding, tag_word: u32, data: &[&[u8]]) -> u32 {
     let mut digest = CRC.digest();
+    digest.update(binding.as_bytes());
     digest.update(&tag_word.to_le_bytes());
     for part in data {
         digest.update(part);
@@ -322,6 +362,55 @@ pub fn id_high_of(key: Key) -> u16 {
         0
     } else {
         (key.id() >> 16) as u16
+    }
+}
+
+/// Walks the records of one page image (`page`: the page's bytes, header first) in the order
+/// a writer laid them out, for host tools and tests that repair or convert images: from offset
+/// 32, every decodable tag whose record fits, with the binding its CRC covers in the context
+/// so far. `f` may rewrite the record (its CRC, say) and says whether it is one: if not, or at
+/// an erased or invalid word, the walk steps one `write_size` word on. The context starts from
+/// the header's fields (whatever its version) and follows the `Namespace` and `IdHigh` records
+/// whose CRC holds after `f` returned.
+pub fn walk_page(page: &mut [u8], write_size: usize, mut f: impl FnMut(&mut [u8], usize, Tag, &Binding) -> bool) {
+    if page.len() < PAGE_HEADER_LEN {
+        return;
+    }
+    let mut ns = u64::from_le_bytes(page[20..28].try_into().unwrap_or([0; 8]));
+    let high = u16::from_le_bytes([page[6], page[7]]);
+    let (mut hi_c, mut hi_q) = (high, high);
+    let mut off = PAGE_HEADER_LEN;
+    while off + TAG_LEN <= page.len() {
+        let word = le32(&page[off..off + TAG_LEN]);
+        let tag = match Tag::decode(word) {
+            Ok(t) if off + stored_len(t.data_len(), write_size) <= page.len() => t,
+            _ => {
+                off += write_size;
+                continue;
+            }
+        };
+        let id = match (tag.ty, tag.kind()) {
+            (RecordType::Put(_) | RecordType::Tombstone, Some(kind)) => {
+                let hi = if kind == Kind::Command { hi_c } else { hi_q };
+                full_id(kind, tag.id_low, hi)
+            }
+            _ => 0,
+        };
+        let binding = Binding::of(tag.ty, ns, id);
+        if !f(page, off, tag, &binding) {
+            off += write_size;
+            continue;
+        }
+        let len = tag.data_len();
+        let data = &page[off + TAG_LEN..off + TAG_LEN + len];
+        let whole = le32(&page[off + TAG_LEN + len..]) == record_crc(&Binding::NONE, word, &[data]);
+        match tag.ty {
+            RecordType::Namespace if whole => ns = u64::from_le_bytes(data.try_into().unwrap_or([0; 8])),
+            RecordType::IdHigh if whole && tag.kind() == Some(Kind::Command) => hi_c = tag.id_low,
+            RecordType::IdHigh if whole => hi_q = tag.id_low,
+            _ => {}
+        }
+        off += stored_len(len, write_size);
     }
 }
 
@@ -431,10 +520,32 @@ mod tests {
         assert_eq!(stored_len(64, 16), 80);
         assert_eq!(stored_len(0, 1), 8);
         assert_eq!(stored_len(1, 32), 32);
-        let word = Tag::new(RecordType::Put(Kind::Sent), false, 5, 1).encode();
-        let whole = record_crc(word, &[b"hello"]);
-        assert_eq!(whole, record_crc(word, &[b"he", b"llo"]));
-        assert_ne!(whole, record_crc(word, &[b"hellp"]));
+        let put = RecordType::Put(Kind::Command);
+        let word = Tag::new(put, false, 5, 1).encode();
+        let b = Binding::of(put, 7, 0x0002_0001);
+        let whole = record_crc(&b, word, &[b"hello"]);
+        assert_eq!(whole, record_crc(&b, word, &[b"he", b"llo"]));
+        assert_ne!(whole, record_crc(&b, word, &[b"hellp"]));
+        // The same bytes read under another id-high context or namespace fail their CRC.
+        assert_ne!(whole, record_crc(&Binding::of(put, 7, 0x0000_0001), word, &[b"hello"]));
+        assert_ne!(whole, record_crc(&Binding::of(put, 8, 0x0002_0001), word, &[b"hello"]));
+        // Bindings by type: key and namespace, namespace only, nothing.
+        assert_eq!(b.as_bytes().len(), 12);
+        assert_eq!(Binding::of(RecordType::Tombstone, 7, 1).as_bytes().len(), 12);
+        assert_eq!(Binding::of(RecordType::Batch, 7, 1).as_bytes(), &7u64.to_le_bytes());
+        assert_eq!(Binding::of(RecordType::Clear, 7, 1).as_bytes(), &7u64.to_le_bytes());
+        for ty in [
+            RecordType::Cont,
+            RecordType::IdHigh,
+            RecordType::Namespace,
+            RecordType::Sync,
+        ] {
+            assert_eq!(Binding::of(ty, 7, 1), Binding::NONE);
+        }
+        assert_eq!(
+            record_crc(&Binding::NONE, word, &[b"hello"]),
+            CRC.checksum(&[&word.to_le_bytes()[..], b"hello"].concat())
+        );
         // CRC-32C check value.
         assert_eq!(CRC.checksum(b"123456789"), 0xE306_9283);
     }

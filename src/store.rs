@@ -160,7 +160,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
                     return Err(Error::BufferTooSmall { needed: len });
                 }
                 let tag = self.log.tag_at(page, off).await?;
-                let mut src = Source::Flash(Chain::start(page, off, tag));
+                let mut src = Source::Flash(Chain::value(page, off, tag, ns, key));
                 let got = self.log.pull(&mut src, &mut buf[..len]).await?;
                 if got != len {
                     return Err(Error::Corrupted);

@@ -527,7 +527,7 @@ fn a_corrupted_live_value_blocks_compaction_until_it_is_removed() {
 fn set_version(img: &mut [u8], page: usize, version: u8) {
     let h = &mut img[page * PAGE..page * PAGE + 32];
     assert_eq!(&h[0..4], b"MQPS");
-    assert_eq!(h[4], 1);
+    assert_eq!(h[4], mqtt_persist::codec::FORMAT_VERSION);
     h[4] = version;
     let crc = CRC.checksum(&h[0..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -537,16 +537,18 @@ fn set_version(img: &mut [u8], page: usize, version: u8) {
 fn an_unknown_format_version_is_refused_without_writing() {
     let (mut f, kv) = distinct_values(50);
     let head = kv.iter().map(|(_, v)| page_of(f.as_bytes(), v)).max().unwrap();
-    for page in [0, head] {
+    // Version 1 (record CRCs without the binding: its images are refused, not misread) and a
+    // future version.
+    for (page, version) in [(0, 3), (head, 3), (0, 1), (head, 1)] {
         let mut img = f.as_bytes().to_vec();
-        set_version(&mut img, page, 2);
+        set_version(&mut img, page, version);
         let mut g = Sim::boxed();
         g.set_ecc(true);
         g.load_image(&img);
         let before = g.stats();
         match block_on(Store::<_, 8>::mount(&mut *g, Config::new(256))) {
-            Ok(_) => panic!("a version 2 page was mounted"),
-            Err((_, e)) => assert_eq!(e, E::UnsupportedVersion { found: 2 }, "page {page}"),
+            Ok(_) => panic!("a version {version} page was mounted"),
+            Err((_, e)) => assert_eq!(e, E::UnsupportedVersion { found: version }, "page {page}"),
         }
         assert_eq!(g.as_bytes(), &img[..], "page {page}: the image changed");
         let after = g.stats();

@@ -11,6 +11,8 @@
 
 #[path = "common/checked.rs"]
 mod checked;
+#[path = "common/image.rs"]
+mod image;
 #[path = "common/quiet.rs"]
 mod quiet;
 
@@ -30,11 +32,21 @@ type Id = (&'static str, &'static str);
 const A: Id = ("dev-A", "tcp://broker:1883");
 const B: Id = ("dev-B", "ssl://other:8883");
 
-/// The bytes of the finding image `name` (a file in `tests/findings/`), in the format the store
-/// reads today. The only function that loads an image.
-fn finding_image(name: &str) -> Vec<u8> {
+/// The bytes of the finding image `name` (a file in `tests/findings/`, written in format 1 on a
+/// flash with `page` bytes per page and `write_size`), in the format the store reads today. The
+/// only function that loads an image.
+fn finding_image(name: &str, page: usize, write_size: usize) -> Vec<u8> {
+    finding_image_with(name, page, write_size, |_| {})
+}
+
+/// [`finding_image`], with `edit` applied to the format-1 bytes before they are converted (to
+/// undo a reported bit flip: the conversion must see the image as it was written).
+fn finding_image_with(name: &str, page: usize, write_size: usize, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
     let path = format!("{}/tests/findings/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let mut img = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    edit(&mut img);
+    image::upgrade_v1(&mut img, page, write_size);
+    img
 }
 
 /// A simulated flash of this geometry holding `image`.
@@ -210,7 +222,7 @@ fn f1_remove_and_clear_succeed_after_a_cut() {
         let ctx = format!("F1 (ecc {ecc})");
         let ctx = ctx.as_str();
         let listed = keys_of("sc-1 s-1 q-196607 s-0 c-1 c-70001 c-2 c-0");
-        let image = finding_image("F1-remove-full-after-cut.img");
+        let image = finding_image("F1-remove-full-after-cut.img", 512, 8);
 
         // The block of the report: remove sc-1, remount, remove the rest, clear.
         let mut f = flash_with::<512, 4, 1, 8>(&image, ecc);
@@ -266,7 +278,7 @@ fn f3_no_out_of_bounds_access_and_writes_work() {
     every_variant("F3", &[false, true], |ecc| {
         let ctx = format!("F3 (ecc {ecc})");
         let ctx = ctx.as_str();
-        let image = finding_image("F3-bricked-out-of-bounds.img");
+        let image = finding_image("F3-bricked-out-of-bounds.img", 512, 8);
         let mut f = flash_with::<512, 4, 1, 8>(&image, ecc);
         let mut s = mount(Checked::new(&mut *f), MAX, A, ctx);
         assert_no_bad_access(&s, ctx);
@@ -364,7 +376,7 @@ fn f5_empty_store_accepts_values_up_to_max_value_len() {
 /// `BadGeometry(NoRoom)` and reads or writes nothing, on ECC and plain flash.
 fn refused_without_access<const N: usize>(finding: &str, image: &str, max: usize) {
     every_variant(finding, &[false, true], |ecc| {
-        let mut f = flash_with::<256, N, 1, 32>(&finding_image(image), ecc);
+        let mut f = flash_with::<256, N, 1, 32>(&finding_image(image, 256, 32), ecc);
         let before = f.as_bytes().to_vec();
         match block_on(Store::<_, N>::mount(&mut *f, Config::new(max))) {
             Ok(_) => panic!("{finding} (ecc {ecc}): 256 x {N} with WRITE_SIZE 32 mounted"),
@@ -387,7 +399,7 @@ fn f6_header_word_never_programmed_twice() {
 
     // Block 1: the image right before the call that programs the word again.
     let ctx = "F6 block 1";
-    let mut f = flash_with::<2048, 4, 32, 32>(&finding_image("F6-header-word-programmed-twice.img"), false);
+    let mut f = flash_with::<2048, 4, 32, 32>(&finding_image("F6-header-word-programmed-twice.img", 2048, 32), false);
     let mut s = mount(Checked::new(&mut *f), MAX, A, ctx);
     assert_eq!(
         all_keys(&mut s).as_ref(),
@@ -484,16 +496,16 @@ fn f6_header_word_never_programmed_twice() {
 /// `get(q-65534)`, a key never put, returned with every CRC passing the value written for
 /// `q-4294967294`. After bit rot a read must return the key's own value or an error.
 #[test]
-#[ignore = "open (issue 8 point 4): needs format v2, record CRCs covering namespace and full id"]
 fn f7_bit_flip_never_yields_another_keys_value() {
     const MAX: usize = 512;
     every_variant("F7", &[false, true], |ecc| {
         let ctx = format!("F7 (ecc {ecc})");
         let ctx = ctx.as_str();
-        let flipped = finding_image("F7-wrong-key-after-bit-flip.img");
-        let mut original = flipped.clone();
-        original[0x663] ^= 0x80;
+        // The image as written, in today's format, and the same bit flipped in it.
+        let original = finding_image_with("F7-wrong-key-after-bit-flip.img", 2048, 32, |b| b[0x663] ^= 0x80);
         assert_eq!(original[0x663], 0xa0, "{ctx}: the image is not the reported one");
+        let mut flipped = original.clone();
+        flipped[0x663] ^= 0x80;
 
         // What the unflipped image holds.
         let mut f = flash_with::<2048, 4, 32, 32>(&original, ecc);

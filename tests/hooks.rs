@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag as AeadTag};
-use mqtt_persist::codec::{CRC, RecordType, Tag};
+use mqtt_persist::codec::{Binding, RecordType, Tag, namespace_hash, record_crc};
 use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};
 use mqtt_persist::{Config, Error, Key, KeyCursor, Kind, Persistence, Store, Transform, Transformed};
 
@@ -163,10 +163,19 @@ fn locate_secret_record(img: &[u8]) -> (usize, usize, usize) {
     assert!(!tag.more, "the value is stored in one fragment");
     let len = tag.data_len();
     assert_eq!(len, SECRET.len() + OVERHEAD);
-    // Layout check: [tag u32 LE][data][CRC-32C over tag bytes + data, u32 LE].
+    // Layout check: [tag u32 LE][data][CRC-32C over binding (namespace, id) + tag bytes + data,
+    // u32 LE].
     let crc = u32::from_le_bytes(img[data + len..data + len + 4].try_into().unwrap());
-    assert_eq!(crc, CRC.checksum(&img[tag_at..data + len]), "record CRC as documented");
+    assert_eq!(crc, secret_crc(img, tag_at, data, len), "record CRC as documented");
     (tag_at, data, len)
+}
+
+/// The CRC the secret's record must carry with its bytes as they are in `img` (SPEC section 4:
+/// namespace and full id, then the tag word, then the data).
+fn secret_crc(img: &[u8], tag_at: usize, data: usize, len: usize) -> u32 {
+    let word = u32::from_le_bytes(img[tag_at..data].try_into().unwrap());
+    let binding = Binding::of(RecordType::Put(Kind::Sent), namespace_hash("dev", URI), 1);
+    record_crc(&binding, word, &[&img[data..data + len]])
 }
 
 /// Gives the flash back from a sealed store, lets `f` change the image, and mounts again.
@@ -271,7 +280,7 @@ fn a_flipped_ciphertext_bit_with_a_matching_crc_is_caught_by_the_aead() {
     let mut t = tamper(t, |img| {
         let (tag_at, data, len) = locate_secret_record(img);
         img[data + NONCE_LEN + 7] ^= 0x10;
-        let crc = CRC.checksum(&img[tag_at..data + len]);
+        let crc = secret_crc(img, tag_at, data, len);
         img[data + len..data + len + 4].copy_from_slice(&crc.to_le_bytes());
     });
     let mut buf = [0u8; 128];

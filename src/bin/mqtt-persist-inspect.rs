@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use mqtt_persist::Key;
 use mqtt_persist::codec::{
-    HeaderState, PAGE_HEADER_LEN, PageHeader, RecordType, SYNC_MAGIC, Tag, TagError, full_id, le32, record_crc,
-    stored_len,
+    Binding, HeaderState, PAGE_HEADER_LEN, PageHeader, RecordType, SYNC_MAGIC, Tag, TagError, full_id, le32,
+    record_crc, stored_len,
 };
 
 const USAGE: &str = "usage: mqtt-persist-inspect IMAGE --page-size BYTES --write-size BYTES [--json]";
@@ -157,6 +157,15 @@ fn kind_hi(ctx: &(u64, u16, u16), kind: mqtt_persist::Kind) -> u16 {
 
 fn key_of(kind: mqtt_persist::Kind, id_low: u16, ctx: &(u64, u16, u16)) -> Option<Key> {
     Key::new(kind, full_id(kind, id_low, kind_hi(ctx, kind)))
+}
+
+/// What the record's CRC covers before its tag in this context (SPEC section 4).
+fn binding_of(tag: Tag, ctx: &(u64, u16, u16)) -> Binding {
+    let key = match tag.ty {
+        RecordType::Put(_) | RecordType::Tombstone => tag.kind().and_then(|k| key_of(k, tag.id_low, ctx)),
+        _ => None,
+    };
+    Binding::of(tag.ty, ctx.0, key.map_or(0, |k| k.id()))
 }
 
 fn type_name(ty: RecordType) -> &'static str {
@@ -464,7 +473,7 @@ fn scan(pg: &mut Page, b: &[u8], h: PageHeader, ws: usize, findings: &mut Vec<Fi
             if le32(&b[at..at + 4]) == sync_word
                 && le32(&b[at + 4..at + 8]) == SYNC_MAGIC
                 && le32(&b[at + 8..at + 12]) == h.seq
-                && le32(&b[at + 12..at + 16]) == record_crc(sync_word, &[&b[at + 4..at + 12]])
+                && le32(&b[at + 12..at + 16]) == record_crc(&Binding::NONE, sync_word, &[&b[at + 4..at + 12]])
             {
                 return Some(at);
             }
@@ -482,7 +491,8 @@ fn scan(pg: &mut Page, b: &[u8], h: PageHeader, ws: usize, findings: &mut Vec<Fi
         let tag = match decoded {
             Ok(t) => {
                 let len = t.data_len();
-                let crc_ok = le32(&b[off + 4 + len..off + 8 + len]) == record_crc(word, &[&b[off + 4..off + 4 + len]]);
+                let crc_ok = le32(&b[off + 4 + len..off + 8 + len])
+                    == record_crc(&binding_of(t, &ctx), word, &[&b[off + 4..off + 4 + len]]);
                 if crc_ok || !pg.torn {
                     if !crc_ok && !matches!(t.ty, RecordType::Put(_) | RecordType::Cont) {
                         findings.push(Finding {

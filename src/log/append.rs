@@ -330,6 +330,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             origin,
         );
         self.prepare_head(want, key, stored, !user).await?;
+        debug_assert!(
+            tag.ty != RecordType::Tombstone || self.head_ctx.key_of(tag) == key,
+            "tombstone context"
+        );
+        debug_assert!(
+            !matches!(tag.ty, RecordType::Batch | RecordType::Clear) || self.head_ctx.ns == ns,
+            "removal namespace"
+        );
         let len = data.len();
         self.write_record(tag, &mut Source::ram(&[data]), len).await?;
         let info = &mut self.pages[self.head as usize];
@@ -422,6 +430,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             } else {
                 Tag::new(RecordType::Cont, more, frag as u16, index)
             };
+            // The key a reader derives from the context written before must be this one.
+            debug_assert!(index > 0 || self.head_ctx.key_of(tag) == Some(key), "put context");
             stored_total += self.write_record(tag, src, frag).await?;
             left -= frag as u32;
             index = index.wrapping_add(1);
@@ -445,6 +455,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.in_flight = true;
         let word = tag.encode().to_le_bytes();
         let mut digest = CRC.digest();
+        // Bound to the context a reader of this page will see at this offset (the head's).
+        digest.update(self.head_ctx.binding(tag).as_bytes());
         digest.update(&word);
         let mut stage = [0xFFu8; STAGE];
         stage[..4].copy_from_slice(&word);

@@ -116,7 +116,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     ) -> Res<(), F> {
         let tag = self.tag_at(p, off).await?;
         // Check the source before writing anything: a damaged record is not copied.
-        let mut check = Source::Flash(Chain::start(p, off, tag));
+        let mut check = Source::Flash(Chain::value(p, off, tag, ns, key));
         let mut sink = [0u8; 64];
         let mut left = len;
         while left > 0 {
@@ -138,7 +138,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             Some((s, next)) if s == origin.0 && next <= origin.1 => (s, next),
             _ => origin,
         };
-        let mut src = Source::Flash(Chain::start(p, off, tag));
+        let mut src = Source::Flash(Chain::value(p, off, tag, ns, key));
         let (page, _, _) = self.append_value(key, ns, Some(origin), len, &mut src).await?;
         self.pages[page as usize].flags |= F_MOVED;
         Ok(())

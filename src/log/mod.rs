@@ -16,8 +16,8 @@
 use embedded_storage_async::nor_flash::NorFlash;
 
 use crate::codec::{
-    CRC, ERASED_TAG, HeaderState, MAX_BATCH_DATA, MAX_FRAGMENT_DATA, PAGE_HEADER_LEN, PageHeader, RECORD_OVERHEAD,
-    RecordType, TAG_LEN, Tag, TagError, full_id, id_high_of, le32, round_up, stored_len,
+    Binding, CRC, ERASED_TAG, HeaderState, MAX_BATCH_DATA, MAX_FRAGMENT_DATA, PAGE_HEADER_LEN, PageHeader,
+    RECORD_OVERHEAD, RecordType, TAG_LEN, Tag, TagError, full_id, id_high_of, le32, round_up, stored_len,
 };
 use crate::error::{Error, GeometryError};
 use crate::key::{Key, Kind};
@@ -109,6 +109,24 @@ impl Ctx {
             Kind::Queued => self.hi_q,
             _ => 0,
         }
+    }
+
+    /// The key a Put or Tombstone with `tag` names in this context.
+    fn key_of(&self, tag: Tag) -> Option<Key> {
+        match tag.ty {
+            RecordType::Put(_) | RecordType::Tombstone => {
+                let kind = tag.kind()?;
+                Key::new(kind, full_id(kind, tag.id_low, self.hi(kind)))
+            }
+            _ => None,
+        }
+    }
+
+    /// What the CRC of a record with `tag` covers besides its bytes when it is read or written
+    /// in this context (SPEC section 4). Writer and readers both derive it here, so a record
+    /// read in another context than it was written in fails its CRC.
+    fn binding(&self, tag: Tag) -> Binding {
+        Binding::of(tag.ty, self.ns, self.key_of(tag).map_or(0, |k| k.id()))
     }
 }
 
@@ -316,16 +334,24 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 }
 
 impl Chain {
-    /// A reader positioned at the start of the fragment at `(page, off)` with `tag`.
-    pub fn start(page: u16, off: u32, tag: Tag) -> Chain {
+    /// A reader positioned at the start of the fragment at `(page, off)` with `tag`; `binding`
+    /// is what its CRC covers before the tag ([`Binding::NONE`] for a `Cont`).
+    pub fn start(page: u16, off: u32, tag: Tag, binding: &Binding) -> Chain {
+        let state = crc_update(CRC_INIT, binding.as_bytes());
         Chain {
             page,
             frag_off: off,
             tag,
             pos: 0,
-            crc_state: crc_update(CRC_INIT, &tag.encode().to_le_bytes()),
+            crc_state: crc_update(state, &tag.encode().to_le_bytes()),
             done: false,
         }
+    }
+
+    /// A reader of the value of `key` in namespace `ns` whose first fragment is at
+    /// `(page, off)` with `tag`.
+    pub fn value(page: u16, off: u32, tag: Tag, ns: u64, key: Key) -> Chain {
+        Chain::start(page, off, tag, &Binding::of(tag.ty, ns, key.id()))
     }
 }
 
@@ -364,6 +390,6 @@ mod tests {
         let data = b"some payload bytes";
         let s = crc_update(crc_update(CRC_INIT, &word), data);
         use crate::codec::record_crc;
-        assert_eq!(crc_final(s), record_crc(0x1234_5678, &[data]));
+        assert_eq!(crc_final(s), record_crc(&Binding::NONE, 0x1234_5678, &[data]));
     }
 }

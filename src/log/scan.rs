@@ -61,7 +61,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             // checked here (they are small).
             let small = e.is_some_and(|e| !matches!(e.tag.ty, RecordType::Put(_) | RecordType::Cont));
             match e {
-                Some(e) if !(torn || small) || self.record_crc_ok(c.page, &e).await? => break (e.tag, e),
+                Some(e) if !(torn || small) || self.crc_ok_at(c.page, e.off, e.tag, &c.ctx.binding(e.tag)).await? => {
+                    break (e.tag, e);
+                }
                 Some(_) if !torn => {
                     c.damaged = true;
                     return Ok(None);
@@ -121,19 +123,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 .map_or(0, |j| 8 * j as u32 + 8 - bitmap[j].leading_zeros());
         }
         match tag.ty {
-            RecordType::Put(kind) => {
-                e.key = Key::new(kind, full_id(kind, tag.id_low, c.ctx.hi(kind)));
+            RecordType::Put(_) => {
+                e.key = c.ctx.key_of(tag);
                 if let Some((seq, ord)) = c.ctx.origin {
                     e.stamp = (seq, ord, e.stamp.2);
                     c.ctx.origin = Some((seq, ord.wrapping_add(1)));
                 }
                 c.puts += 1;
             }
-            RecordType::Tombstone => {
-                if let Some(kind) = tag.kind() {
-                    e.key = Key::new(kind, full_id(kind, tag.id_low, c.ctx.hi(kind)));
-                }
-            }
+            RecordType::Tombstone => e.key = c.ctx.key_of(tag),
             RecordType::IdHigh => match tag.kind() {
                 Some(Kind::Command) => c.ctx.hi_c = tag.id_low,
                 _ => c.ctx.hi_q = tag.id_low,
@@ -178,7 +176,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     }
                     if le32(&data[0..4]) == crate::codec::SYNC_MAGIC
                         && le32(&data[4..8]) == seq
-                        && self.crc_ok_at(p, at, tag).await?
+                        && self.crc_ok_at(p, at, tag, &Binding::NONE).await?
                     {
                         return Ok(Some(at));
                     }
@@ -188,11 +186,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             base += 64;
         }
         Ok(None)
-    }
-
-    /// Reads a record's data to check its CRC (pages read in torn mode).
-    pub(super) async fn record_crc_ok(&mut self, p: u16, e: &Entry) -> Res<bool, F> {
-        self.crc_ok_at(p, e.off, e.tag).await
     }
 
     /// Whether a record of `stored` bytes at `off` lies inside page `p`'s readable part (the
@@ -210,9 +203,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 .is_some_and(|e| e <= limit.min(page_size::<F>()))
     }
 
-    /// Reads the record at `(p, off)` with `tag` and checks its CRC. A record that does not fit
-    /// in its page, or that cannot be read, fails.
-    pub(super) async fn crc_ok_at(&mut self, p: u16, off: u32, tag: Tag) -> Res<bool, F> {
+    /// Reads the record at `(p, off)` with `tag` and checks its CRC, which covers `binding`
+    /// first. A record that does not fit in its page, or that cannot be read, fails.
+    pub(super) async fn crc_ok_at(&mut self, p: u16, off: u32, tag: Tag, binding: &Binding) -> Res<bool, F> {
         if off
             .checked_add(stored_len(tag.data_len(), ws::<F>()) as u32)
             .is_none_or(|e| e > page_size::<F>())
@@ -229,6 +222,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             span: 0,
         };
         let mut digest = CRC.digest();
+        digest.update(binding.as_bytes());
         digest.update(&e.tag.encode().to_le_bytes());
         let mut buf = [0u8; 64];
         let data_at = e.off + TAG_LEN as u32;
@@ -301,7 +295,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 _ => return Ok(None),
             };
             // In a page that ended in an interrupted write, a fragment counts only if whole.
-            if self.pages[np as usize].flags & F_TORN != 0 && !self.crc_ok_at(np, noff, t).await? {
+            if self.pages[np as usize].flags & F_TORN != 0 && !self.crc_ok_at(np, noff, t, &Binding::NONE).await? {
                 return Ok(None);
             }
             let s = stored_len(t.data_len(), ws::<F>()) as u32;

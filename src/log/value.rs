@@ -73,7 +73,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if !self.fits(p, off, stored_len(tag.data_len(), ws::<F>()) as u32) {
             return Err(Error::Corrupted);
         }
-        *chain = Chain::start(p, off, tag);
+        *chain = Chain::start(p, off, tag, &Binding::NONE);
         Ok(())
     }
 }

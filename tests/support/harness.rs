@@ -28,7 +28,7 @@ use std::rc::Rc;
 
 use arbitrary::Unstructured;
 use embedded_storage_async::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
-use mqtt_persist::codec::{PAGE_HEADER_LEN, PAGE_MAGIC, Tag, record_crc, stored_len};
+use mqtt_persist::codec::{Binding, PAGE_MAGIC, Tag, record_crc, stored_len, walk_page};
 use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};
 use mqtt_persist::{Config, Error, Key, KeyCursor, Kind, Persistence, Store, Transform, Transformed};
 
@@ -126,8 +126,9 @@ fn dump(image: &[u8], page: usize, ws: usize) {
                 Ok(t) if off + 8 + t.data_len() <= page => {
                     let len = t.data_len();
                     let crc = u32::from_le_bytes(chunk[off + 4 + len..off + 8 + len].try_into().unwrap());
-                    let ok = crc == record_crc(word, &[&chunk[off + 4..off + 4 + len]]);
-                    eprintln!("  {off:5}: {t:?} crc_ok={ok}");
+                    // Without the context (binding) in the CRC: a put or removal reads `false`.
+                    let ok = crc == record_crc(&Binding::NONE, word, &[&chunk[off + 4..off + 4 + len]]);
+                    eprintln!("  {off:5}: {t:?} crc_ok(unbound)={ok}");
                     off += stored_len(len, ws);
                 }
                 _ => {
@@ -662,8 +663,19 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                             m.clock += 1;
                             m.live[ns].insert(*k, (bytes, m.clock));
                             m.pending.remove(k);
+                            // A put that did not fit at first wrote the pending removals out
+                            // (all of them: a partial write fails, and then the power was cut).
+                            if s.pending_removals() == 0 {
+                                m.pending.clear();
+                            }
                         }
                         Err(E::Full) => {
+                            // Refused only after the pending removals were written out (after
+                            // a cut the store may be over capacity and unable to write them).
+                            assert!(cuts || s.pending_removals() == 0, "{ctx}: Full with removals pending");
+                            if s.pending_removals() == 0 {
+                                m.pending.clear();
+                            }
                             let charged: u64 = m
                                 .live
                                 .iter()
@@ -1034,18 +1046,12 @@ pub fn build_image(page: usize, pages: usize, write: usize, flags: u8, body: &[u
             pg[28..32].copy_from_slice(&crc.to_le_bytes());
         }
         if flags & 4 != 0 {
-            let mut off = PAGE_HEADER_LEN;
-            while off + 8 <= page {
-                let word = u32::from_le_bytes(pg[off..off + 4].try_into().unwrap());
-                let Ok(tag) = Tag::decode(word) else { break };
+            walk_page(pg, write, |pg, off, tag, binding| {
                 let len = tag.data_len();
-                if off + 8 + len > page {
-                    break;
-                }
-                let crc = record_crc(word, &[&pg[off + 4..off + 4 + len]]);
+                let crc = record_crc(binding, tag.encode(), &[&pg[off + 4..off + 4 + len]]);
                 pg[off + 4 + len..off + 8 + len].copy_from_slice(&crc.to_le_bytes());
-                off += stored_len(len, write);
-            }
+                true
+            });
         }
     }
     img
