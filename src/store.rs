@@ -88,8 +88,8 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// The bytes of capacity a value of `len` bytes is charged while it is live, as counted in
     /// [`Usage::live_bytes`]: a `put` of it is refused with [`Error::Full`] only when
-    /// `live_bytes + charge_for(len)` (less the charge of the value it replaces) would exceed
-    /// [`Usage::capacity_bytes`].
+    /// `live_bytes + charge_for(len)` would exceed [`Usage::capacity_bytes`] (a value it replaces
+    /// counts until the new one is written: a put is atomic, so both take space at once).
     pub fn charge_for(&self, len: usize) -> u64 {
         Log::<F, PAGES>::value_bytes(len.min(u32::MAX as usize) as u32) as u64
     }

@@ -329,9 +329,8 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                             prop_assert_eq!(s.pending_removals(), 0, "{}: Full with removals pending", ctx);
                             m.pending.clear();
                             let u = s.usage();
-                            let old = m.live[ns].get(k).map_or(0, |(v, _)| s.charge_for(v.len()));
                             prop_assert!(
-                                u.live_bytes + s.charge_for(bytes.len()) - old > u.capacity_bytes,
+                                u.live_bytes + s.charge_for(bytes.len()) > u.capacity_bytes,
                                 "{}: Full with {:?} for {} bytes",
                                 ctx,
                                 u,

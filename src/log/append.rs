@@ -114,9 +114,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let old = self.header_ok(next).await?;
             let must_erase = info.flags & F_DIRTY != 0 || !self.is_blank(next, 0).await?;
             if must_erase {
+                // Counts come from flash: a damaged one must not overflow (informational only).
                 erase_count = match old {
-                    HeaderState::Valid(h) => h.erase_count + 1,
-                    _ => self.erase_max + 1,
+                    HeaderState::Valid(h) => h.erase_count.saturating_add(1),
+                    _ => self.erase_max.saturating_add(1),
                 };
                 let a = Self::addr(next, 0);
                 self.flash.erase(a, a + page_size::<F>()).await.map_err(Error::Flash)?;

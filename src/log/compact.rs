@@ -73,8 +73,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         // copied into and frees nothing. The space model keeps this much free (space.rs).
         if self.copy_bound(p) > self.avail() {
             debug_assert!(
-                self.charged() > self.capacity(),
-                "compaction without room below capacity"
+                !self.op_sound || self.charged() > self.capacity(),
+                "compaction without room below capacity: copy of {} into {} free ({} of {} charged)",
+                self.copy_bound(p),
+                self.avail(),
+                self.charged(),
+                self.capacity()
             );
             return Err(Error::Full);
         }

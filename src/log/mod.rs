@@ -253,6 +253,9 @@ pub struct Log<F: NorFlash, const N: usize> {
     prev_torn: bool,
     /// A record write is under way (see [`Self::write_record`]).
     in_flight: bool,
+    /// Whether the client operation in progress started inside the space model (space.rs):
+    /// the debug assertions that compaction finds room hold only then.
+    op_sound: bool,
     /// The newest puts of namespace `recent_ns`: (id, kind:3 | page:12 | offset:17). An entry
     /// is dropped whenever its record stops being its key's newest event, so a hit is exact.
     recent: [(u32, u32); RECENT],

@@ -78,6 +78,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             report: MountReport::default(),
             prev_torn: false,
             in_flight: false,
+            op_sound: false,
             recent: [(0, RECENT_EMPTY); RECENT],
             recent_next: 0,
             recent_ns: 0,

@@ -12,7 +12,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// does not is checked in debug builds.
     pub(super) async fn room_for(&mut self, need: u32, ns: u64) -> Res<(), F> {
         let sound = self.sound();
+        self.op_sound = sound;
         let r = self.make_room(need, ns).await;
+        self.op_sound = false;
         self.check_room(r, need, sound)
     }
 
@@ -27,7 +29,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// dead are retired by the next page header.
     pub(super) async fn room_to_remove(&mut self, need: u32, actual: u32, ns: u64) -> Res<bool, F> {
         let sound = self.sound();
+        self.op_sound = sound;
         let r = self.make_room(need, ns).await;
+        self.op_sound = false;
         match r {
             Err(Error::Corrupted | Error::Full) if !sound && self.avail() >= actual => Ok(false),
             Err(Error::Corrupted) if self.avail() >= actual => Ok(false),
@@ -37,8 +41,17 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Whether the log is inside the space model: live data within capacity and the reserve
     /// free. Every sequence of operations from an empty store stays inside it.
+    /// The model reserves room for what one interrupted write wastes: a log with more than
+    /// one page sealed after a cut (repeated cuts during recovery) may have lost more.
     fn sound(&self) -> bool {
-        self.charged() <= self.capacity() && self.avail() >= self.keep
+        self.charged() <= self.capacity() && self.avail() >= self.keep && self.torn_pages() <= 1
+    }
+
+    /// Pages of the log that hold the remains of an interrupted write.
+    fn torn_pages(&self) -> usize {
+        (0..self.len)
+            .filter(|&d| self.pages[self.ring_back(self.head, d) as usize].flags & F_TORN != 0)
+            .count()
     }
 
     fn check_room(&self, r: Res<(), F>, need: u32, sound: bool) -> Res<(), F> {
@@ -53,22 +66,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Stores the concatenation of `parts` (`len` bytes) under `key` in namespace `ns`,
     /// replacing any value. Refused with [`Error::Full`] only when the live data plus this
-    /// value, less the value it replaces, would exceed the capacity, after pending deferred
-    /// removals were written. An admitted put always completes (unless the flash fails).
+    /// value would exceed the capacity (a value it replaces counts: both are on flash until the
+    /// new one is whole), after pending deferred removals were written. An admitted put always
+    /// completes (unless the flash fails).
     pub async fn put(&mut self, ns: u64, key: Key, parts: &[&[u8]], len: u32) -> Res<(), F> {
-        let old_len = |loc: Loc| match loc {
-            Loc::At { len, .. } => Some(len),
-            Loc::Absent => None,
-        };
-        // Raw: a value whose removal is pending is still on flash and charged.
-        let mut old = self.locate_raw(ns, key).await?;
-        if !self.admits(len, old_len(old)) {
+        if !self.admits(len) {
             if self.pending_len == 0 {
                 return Err(Error::Full);
             }
             self.flush_pending().await?;
-            old = self.locate_raw(ns, key).await?;
-            if !self.admits(len, old_len(old)) {
+            if !self.admits(len) {
                 return Err(Error::Full);
             }
         }

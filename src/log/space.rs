@@ -93,16 +93,23 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if p <= k {
             return None;
         }
-        // C(m) = N*P - N*Kr - X - (P + V + (m+1)*K): the smallest m that bounds the number of
-        // loss-making steps of a rotation for a charge of C(m) gives the largest sound capacity.
+        // C(m) = N*P - N*Kr - X - (P + V + (m+1)*K) is sound for a charge that makes at most m
+        // steps of a rotation lose space, i.e. for C <= (m+1)*(P-K) - 1: the capacity is the
+        // largest min(C(m), (m+1)*(P-K) - 1) over m. Every term shrinks as V grows, so the
+        // capacity never grows with the value limit (a smaller `max_value_len` never holds
+        // less).
         let base = (n * p).checked_sub(n * kr + c.x + p + v + c.cut)?;
+        let mut best: Option<(u32, u32)> = None;
         for m in 0..=n {
-            let cap = base.checked_sub((m + 1) * k)?;
-            if cap / (p - k) <= m {
-                return Some((cap, p + v + (m + 1) * k + c.cut));
+            let Some(cap) = base.checked_sub((m + 1) * k) else {
+                break;
+            };
+            let cap = cap.min((m + 1) * (p - k) - 1);
+            if best.is_none_or(|(b, _)| cap > b) {
+                best = Some((cap, p + v + (m + 1) * k + c.cut));
             }
         }
-        None
+        best
     }
 
     /// The largest value length this geometry supports: an empty store takes one value of it
@@ -174,10 +181,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
     }
 
-    /// Whether a value of `new` bytes replacing one of `old` bytes (if any) fits the capacity.
-    pub(super) fn admits(&self, new: u32, old: Option<u32>) -> bool {
-        let old = old.map_or(0, Self::value_bytes);
-        self.charged() - old.min(self.charged()) + Self::value_bytes(new) <= self.cap
+    /// Whether a value of `new` bytes fits the capacity. A value it replaces stays counted: the
+    /// old value is live, and takes its space, until the new one is whole (a put is atomic), so
+    /// both must fit. (Subtracting it admitted overwrites that no compaction could make room for.)
+    pub(super) fn admits(&self, new: u32) -> bool {
+        self.charged() + Self::value_bytes(new) <= self.cap
     }
 
     /// Consecutive pages from the tail that hold nothing live, excluding the head: they are
@@ -218,11 +226,30 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     pub async fn make_room(&mut self, need: u32, ns: u64) -> Res<(), F> {
         self.check_head().await?;
         let target = need.saturating_add(self.keep());
-        for _ in 0..=N + 1 {
+        let mut last = self.avail();
+        for step in 0..=3 * N + 2 {
             if self.avail() >= target {
                 return Ok(());
             }
             self.compact_oldest(ns).await?;
+            // Compaction copies to the head page's end. A value that then straddles into the
+            // next page leaves as much dead space before it in the page it came from, and
+            // copying it again from there chases the tail without ever packing the log: when
+            // all that is live sits in the tail and the head page and a step freed nothing, or
+            // when a whole rotation did not make the room, the next copy starts a fresh page,
+            // which leaves no dead space before it (one head remainder wasted, once).
+            let now = self.avail();
+            let chase = now <= last && self.len - self.dead_tail() == 2;
+            let rotation = step % N == N - 1;
+            if (chase || rotation)
+                && self.len > 0
+                && self.head_off > PAGE_HEADER_LEN as u32
+                && N as u16 - self.len + self.dead_tail() >= 2
+            {
+                let ctx = self.head_ctx;
+                self.open_page(Ctx { origin: None, ..ctx }, None, true).await?;
+            }
+            last = self.avail();
         }
         Err(Error::Full)
     }
