@@ -242,6 +242,9 @@ fn sweep_one<const P: usize, const N: usize, const R: usize, const W: usize>(
     for k in 0.. {
         let mut flash = SimFlash::<P, N, R, W>::boxed();
         flash.set_ecc(ecc);
+        // ECC flash as on STM32L4/H7: words a cut left torn fail reads until their page is
+        // erased.
+        flash.set_torn_unreadable(ecc);
         flash.set_seed(seed ^ k);
         flash.cut_power_at_op(Some(k));
         let mut model = Model::default();
@@ -453,6 +456,7 @@ fn replay_case<const P: usize, const N: usize, const R: usize, const W: usize>(
     let config = Config::new(max);
     let mut flash = SimFlash::<P, N, R, W>::boxed();
     flash.set_ecc(ecc);
+    flash.set_torn_unreadable(ecc);
     flash.set_seed(seed ^ k);
     flash.cut_power_at_op(Some(k));
     {

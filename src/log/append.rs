@@ -232,14 +232,24 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut off = self.head_off;
         while off < page {
             let n = (page - off).min(64) as usize;
-            if !self.read_ok(Self::addr(self.head, off), &mut buf[..n]).await? {
-                // A word an interrupted write left unreadable (ECC flash): nothing more is
-                // written to this page; the next page header marks it torn.
-                self.seal_torn();
-                return Ok(());
-            }
-            if let Some(i) = buf[..n].iter().rposition(|&b| b != 0xFF) {
-                last_used = Some(off + i as u32);
+            if self.read_ok(Self::addr(self.head, off), &mut buf[..n]).await? {
+                if let Some(i) = buf[..n].iter().rposition(|&b| b != 0xFF) {
+                    last_used = Some(off + i as u32);
+                }
+            } else {
+                // Words an interrupted write left unreadable (ECC flash) are used, like any
+                // garbage: checked word by word, so resuming behind them wastes no more than
+                // visible garbage would (the cut margin of space.rs).
+                let w = ws::<F>();
+                let mut at = 0usize;
+                while at < n {
+                    let word = &mut buf[at..(at + w).min(n)];
+                    let readable = self.read_ok(Self::addr(self.head, off + at as u32), word).await?;
+                    if !readable || word.iter().any(|&b| b != 0xFF) {
+                        last_used = Some(off + (at + word.len()) as u32 - 1);
+                    }
+                    at += w;
+                }
             }
             off += n as u32;
         }
