@@ -302,7 +302,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     pub(super) fn seal_torn(&mut self) {
         self.head_off = page_size::<F>();
         self.prev_torn = true;
-        self.pages[self.head as usize].flags |= F_TORN;
+        let info = &mut self.pages[self.head as usize];
+        if info.flags & F_TORN != 0 {
+            info.flags |= F_CUT2;
+        }
+        info.flags |= F_TORN;
     }
 
     pub(super) fn want_ctx(&self, ns: u64, key: Option<Key>, origin: Option<Origin>) -> Ctx {

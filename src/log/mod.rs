@@ -40,6 +40,9 @@ const F_BLANK: u8 = 8;
 const F_DIRTY: u8 = 16;
 /// The page ended in an interrupted write: every record's CRC is checked when scanning it.
 const F_TORN: u8 = 64;
+/// The page holds the remains of more than one interrupted write (seen in this session; a
+/// mount counts a torn page once).
+const F_CUT2: u8 = 128;
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 

@@ -44,14 +44,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// The model reserves room for what one interrupted write wastes: a log with more than
     /// one page sealed after a cut (repeated cuts during recovery) may have lost more.
     fn sound(&self) -> bool {
-        self.charged() <= self.capacity() && self.avail() >= self.keep && self.torn_pages() <= 1
+        self.charged() <= self.capacity() && self.avail() >= self.keep && self.torn_writes() <= 1
     }
 
-    /// Pages of the log that hold the remains of an interrupted write.
-    fn torn_pages(&self) -> usize {
+    /// Interrupted writes whose remains are in the log: one per torn page, two for a page that
+    /// holds more than one.
+    fn torn_writes(&self) -> usize {
         (0..self.len)
-            .filter(|&d| self.pages[self.ring_back(self.head, d) as usize].flags & F_TORN != 0)
-            .count()
+            .map(|d| {
+                let f = self.pages[self.ring_back(self.head, d) as usize].flags;
+                (f & F_TORN != 0) as usize + (f & F_CUT2 != 0) as usize
+            })
+            .sum()
     }
 
     fn check_room(&self, r: Res<(), F>, need: u32, sound: bool) -> Res<(), F> {
