@@ -187,15 +187,17 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
 
     /// Removes `key` durably: when this returns, a power cut cannot bring it back.
     /// [`Error::NotFound`] if it is absent (also when a deferred removal already took it).
-    /// Never fails with [`Error::Full`]: every value's tombstone is reserved when it is put.
+    /// Never fails with [`Error::Full`] below capacity: the space model reserves what any
+    /// removal appends (DESIGN.md section 9); above it (an older image, repeated power cuts in
+    /// a row) a removal that fits in the free space still goes ahead.
     pub async fn remove(&mut self, key: Key) -> Res<(), F> {
         let ns = self.ns()?;
         self.log.remove(ns, key).await
     }
 
     /// Removes `key` now as far as every read is concerned, but writes the removal later, in a
-    /// batch with up to 31 others (or when the page holding the value is reclaimed, in which
-    /// case it costs nothing). A power cut before then brings the key back: use this only
+    /// batch with up to 31 others (when the set is full, at `flush`/`close`, or when a put
+    /// needs the room). A power cut before then brings the key back: use this only
     /// where a duplicate is harmless, such as a QoS 1 PUBACK (the message is resent, which
     /// at-least-once allows). Does not read flash and does not check that the key exists.
     pub async fn remove_deferred(&mut self, key: Key) -> Res<(), F> {
