@@ -40,8 +40,7 @@ const F_BLANK: u8 = 8;
 const F_DIRTY: u8 = 16;
 /// The page ended in an interrupted write: every record's CRC is checked when scanning it.
 const F_TORN: u8 = 64;
-/// The page holds the remains of more than one interrupted write (seen in this session; a
-/// mount counts a torn page once).
+/// The page holds the remains of more than one interrupted write.
 const F_CUT2: u8 = 128;
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
@@ -184,6 +183,8 @@ struct Cursor {
     damaged: bool,
     /// In a torn page: garbage was met (and skipped if a Sync followed).
     skipped: bool,
+    /// How many runs of garbage were met: the interrupted writes the page holds.
+    garbage: u8,
     /// In a torn page: the scan ended at garbage with no Sync after it.
     torn_end: bool,
 }

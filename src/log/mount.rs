@@ -148,6 +148,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.summarize(head, &e);
         }
         self.report.torn_tail = c.torn_end;
+        if c.garbage > 1 {
+            // More than one interrupted write left its remains here (space.rs counts them).
+            self.pages[head as usize].flags |= F_CUT2;
+        }
         if c.skipped {
             // Garbage from an earlier session sits in the head page: whichever session leaves
             // it must say so in the next page header.
@@ -195,6 +199,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let mut c = self.cursor(p, h, page_size::<F>());
             while let Some(e) = self.next_entry(&mut c).await? {
                 self.summarize(p, &e);
+            }
+            if c.garbage > 1 {
+                self.pages[p as usize].flags |= F_CUT2;
             }
             if c.damaged && !torn {
                 self.report.damaged_records += 1;

@@ -15,6 +15,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             ctx: Ctx::from_header(&h),
             damaged: false,
             skipped: false,
+            garbage: 0,
             torn_end: false,
         }
     }
@@ -81,11 +82,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             match self.find_sync(c.page, c.off + ws::<F>() as u32, c.end, c.seq).await? {
                 Some(at) => {
                     c.skipped |= !erased;
+                    c.garbage = c.garbage.saturating_add(!erased as u8);
                     c.off = at;
                 }
                 None => {
                     c.torn_end = !erased;
                     c.skipped |= !erased;
+                    c.garbage = c.garbage.saturating_add(!erased as u8);
                     c.end = c.off;
                     return Ok(None);
                 }
