@@ -162,14 +162,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.flash.write(a, &header.encode()).await.map_err(Error::Flash)?;
         }
         self.pages[next as usize].flags = 0;
-        for d in 0..dead {
-            let q = self.ring_back(self.head, self.len - 1 - d);
-            self.recent_drop_page(q);
-            self.pages[q as usize] = PageInfo {
-                flags: F_DIRTY,
-                ..PageInfo::FREE
-            };
-        }
+        self.forget_dead_tail(dead);
         self.len = self.len + 1 - dead;
         self.head = next;
         self.head_seq = seq;
@@ -198,14 +191,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.write_record(Tag::new(RecordType::Retire, false, 4, 0), &mut Source::ram(&[&data]), 4)
                 .await?;
         }
-        for d in 0..dead {
-            let q = self.ring_back(self.head, self.len - 1 - d);
-            self.recent_drop_page(q);
-            self.pages[q as usize] = PageInfo {
-                flags: F_DIRTY,
-                ..PageInfo::FREE
-            };
-        }
+        self.forget_dead_tail(dead);
         self.len -= dead;
         Ok(())
     }
@@ -294,6 +280,19 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Ok(());
         }
         Ok(())
+    }
+
+    /// Forgets the `dead` oldest pages of the log (nothing live in them): their summaries and
+    /// cached puts go, and they are erased before reuse. The caller shrinks the log.
+    fn forget_dead_tail(&mut self, dead: u16) {
+        for d in 0..dead {
+            let q = self.ring_back(self.head, self.len - 1 - d);
+            self.recent_drop_page(q);
+            self.pages[q as usize] = PageInfo {
+                flags: F_DIRTY,
+                ..PageInfo::FREE
+            };
+        }
     }
 
     /// Marks the head page as holding the remains of an interrupted or failed write: readers
