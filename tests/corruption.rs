@@ -749,3 +749,77 @@ fn a_flipped_bit_in_a_namespace_record_does_not_silently_hide_a_clients_keys() {
         assert_eq!(get(&mut s, Key::sent(i)), Ok(format!("a {i}").into_bytes()));
     }
 }
+
+/// A flash that refuses every read (power gone, a bus fault, a driver error) is an error to
+/// every operation, never a store with fewer keys: on ECC flash an unreadable word is garbage
+/// only if the flash still answers elsewhere (DESIGN.md section 7). Found by the power_loss
+/// fuzzer: a close whose Sync record was cut returned `Ok`, and `keys()` then listed nothing.
+#[test]
+fn a_flash_that_refuses_every_read_is_an_error_not_an_empty_store() {
+    let (f, kv) = distinct_values(12);
+    let img = f.as_bytes().to_vec();
+    // How many writes and erases mount and open make on this image.
+    let mut probe = Sim::boxed();
+    probe.load_image(&img);
+    probe.set_ecc(true);
+    probe.set_torn_unreadable(true);
+    let before = probe.ops();
+    let mut s = mount(&mut probe);
+    block_on(s.open("dev", URI)).unwrap();
+    drop(s);
+    let setup = probe.ops() - before;
+
+    for (what, op) in [("put", 0u8), ("keys", 1), ("get", 2), ("contains", 3)] {
+        let mut g = Sim::boxed();
+        g.load_image(&img);
+        g.set_ecc(true);
+        g.set_torn_unreadable(true);
+        // Power goes at the first write after mount and open: every read fails from then on.
+        g.cut_power_at_op(Some(g.ops() + setup));
+        let mut s = mount(&mut g);
+        block_on(s.open("dev", URI)).unwrap();
+        let r = block_on(s.put(Key::queued(7), &[&[0x5A; 40]]));
+        assert_eq!(
+            r,
+            Err(Error::Flash(SimFlashError::PowerCut)),
+            "{what}: put with the power cut"
+        );
+        match op {
+            0 => assert_eq!(
+                block_on(s.put(Key::queued(8), &[&[1; 8]])),
+                Err(Error::Flash(SimFlashError::PowerCut)),
+                "a second put"
+            ),
+            1 => {
+                let mut cur = KeyCursor::default();
+                let mut out = [Key::sent(0); 32];
+                assert_eq!(
+                    block_on(s.keys(&mut cur, &mut out)),
+                    Err(Error::Flash(SimFlashError::PowerCut)),
+                    "keys() on a flash that refuses every read"
+                );
+            }
+            2 => assert_eq!(get(&mut s, kv[3].0), Err(Error::Flash(SimFlashError::PowerCut)), "get"),
+            _ => assert_eq!(
+                block_on(s.contains(kv[5].0)),
+                Err(Error::Flash(SimFlashError::PowerCut)),
+                "contains"
+            ),
+        }
+        drop(s);
+        // Power back: nothing was lost, every value reads as it was.
+        g.restore_power();
+        g.cut_power_at_op(None);
+        let mut s = mount(&mut g);
+        block_on(s.open("dev", URI)).unwrap();
+        let keys = all_keys(&mut s).unwrap();
+        assert_eq!(
+            keys,
+            kv.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            "{what}: keys after power is back"
+        );
+        for (k, v) in &kv {
+            assert_eq!(get(&mut s, *k).as_ref(), Ok(v), "{what}: {k} after power is back");
+        }
+    }
+}

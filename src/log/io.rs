@@ -41,12 +41,46 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// flash, a word an interrupted program or erase left with inconsistent ECC reads as an
     /// error until its page is erased) is `Ok(false)`, and the caller treats those bytes as
     /// garbage. Errors of the store itself still propagate.
+    ///
+    /// Only a refusal local to those bytes is garbage: if the flash refuses the probe of
+    /// [`Self::flash_answers`] too (a bus fault, a driver error, power gone), the error is
+    /// returned, so a failing flash never reads as a store with fewer keys (DESIGN.md
+    /// section 7).
     pub(super) async fn read_ok(&mut self, addr: u32, out: &mut [u8]) -> Res<bool, F> {
         match self.read(addr, out).await {
             Ok(()) => Ok(true),
-            Err(Error::Flash(_)) => Ok(false),
+            Err(Error::Flash(e)) => {
+                if self.flash_answers(addr).await {
+                    Ok(false)
+                } else {
+                    Err(Error::Flash(e))
+                }
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the flash still serves reads elsewhere after refusing one at `addr`: the first
+    /// bytes of the header of `addr`'s page (unless `addr` is in that header), else of any
+    /// other page. An ECC error is local to the word an interrupted write or erase left; a
+    /// flash that refuses every page is failing as a whole. Only runs after a refused read.
+    async fn flash_answers(&mut self, addr: u32) -> bool {
+        let page = page_size::<F>();
+        let own = (addr / page) as u16;
+        let in_header = addr % page < PAGE_HEADER_LEN as u32;
+        let rs = F::READ_SIZE.max(4);
+        let mut b = [0u8; 64];
+        let n = rs.min(b.len());
+        for k in 0..N as u16 {
+            let p = (own + k) % N as u16;
+            if k == 0 && in_header {
+                continue;
+            }
+            if self.flash.read(Self::addr(p, 0), &mut b[..n]).await.is_ok() {
+                return true;
+            }
+        }
+        false
     }
 
     /// A word read with [`Self::read_ok`]: `None` if unreadable.

@@ -843,6 +843,16 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
             m = model_from(&mut s, &before, "final close");
         } else {
             assert_eq!(r, Ok(()), "{geo}: final close");
+            m.pending.clear();
+            if !s.flash().powered() {
+                // The cut fired during a write the close absorbed (a Sync record): what the
+                // close completed must be durable.
+                let Some(r) = recover(s, max, &m, None, "final close (cut absorbed)") else {
+                    return;
+                };
+                s = r;
+                m = model_from(&mut s, &m, "final close (cut absorbed)");
+            }
         }
         if s.is_open() {
             assert_eq!(block_on(s.close()), Ok(()));
