@@ -11,7 +11,8 @@
 //! |u32   |u8    |u8    |u16     |u32   |u32       |u32          |u64         |u32   |
 //! +------+------+------+--------+------+----------+-------------+------------+------+
 //!
-//! Record (4-byte tag, data, 4-byte CRC trailer, padded with 0xFF to a multiple of WRITE_SIZE):
+//! Record (4-byte tag, data, 4-byte CRC trailer, padded with 0xFF to a multiple of the alignment
+//! unit, `max(READ_SIZE, WRITE_SIZE)` since format 3):
 //!  0                                   4                  4+len      8+len
 //! +-----------------------------------+------------------+----------+---------+
 //! | tag u32: type:4 | more:1 | arg:11 | data (len bytes) | crc32    | padding |
@@ -31,8 +32,8 @@ use crate::key::{Key, Kind};
 /// `b"MQPS"` read as a little-endian u32.
 pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"MQPS");
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u8 = 2;
-/// Bytes taken by the page header. A multiple of every supported WRITE_SIZE (1..=32).
+pub const FORMAT_VERSION: u8 = 3;
+/// Bytes taken by the page header. A multiple of every supported alignment unit (1..=32).
 pub const PAGE_HEADER_LEN: usize = 32;
 /// Bytes of framing per record: the tag before the data and the CRC after it.
 pub const RECORD_OVERHEAD: usize = 8;
@@ -290,9 +291,19 @@ impl Tag {
     }
 }
 
-/// Bytes a record with `data_len` bytes of data occupies on flash with this write size.
-pub const fn stored_len(data_len: usize, write_size: usize) -> usize {
-    round_up(RECORD_OVERHEAD + data_len, write_size)
+/// The unit records are aligned to (SPEC section 1, "ALIGN"): `max(READ_SIZE, WRITE_SIZE)`.
+/// A record starts and ends on it, so reading one record never touches a read unit that a
+/// later (possibly interrupted) write programs: ECC flash refuses every read that overlaps a
+/// torn word, and with READ_SIZE above WRITE_SIZE a torn record could otherwise make the
+/// record before it unreadable (format 3; format 2 aligned to WRITE_SIZE alone).
+pub const fn alignment(read_size: usize, write_size: usize) -> usize {
+    if read_size > write_size { read_size } else { write_size }
+}
+
+/// Bytes a record with `data_len` bytes of data occupies on flash with alignment unit `align`
+/// ([`alignment`]).
+pub const fn stored_len(data_len: usize, align: usize) -> usize {
+    round_up(RECORD_OVERHEAD + data_len, align)
 }
 
 /// `n` rounded up to a multiple of `to` (`to` >= 1).
@@ -369,10 +380,10 @@ pub fn id_high_of(key: Key) -> u16 {
 /// a writer laid them out, for host tools and tests that repair or convert images: from offset
 /// 32, every decodable tag whose record fits, with the binding its CRC covers in the context
 /// so far. `f` may rewrite the record (its CRC, say) and says whether it is one: if not, or at
-/// an erased or invalid word, the walk steps one `write_size` word on. The context starts from
+/// an erased or invalid word, the walk steps one `align` unit on ([`alignment`]). The context starts from
 /// the header's fields (whatever its version) and follows the `Namespace` and `IdHigh` records
 /// whose CRC holds after `f` returned.
-pub fn walk_page(page: &mut [u8], write_size: usize, mut f: impl FnMut(&mut [u8], usize, Tag, &Binding) -> bool) {
+pub fn walk_page(page: &mut [u8], align: usize, mut f: impl FnMut(&mut [u8], usize, Tag, &Binding) -> bool) {
     if page.len() < PAGE_HEADER_LEN {
         return;
     }
@@ -383,9 +394,9 @@ pub fn walk_page(page: &mut [u8], write_size: usize, mut f: impl FnMut(&mut [u8]
     while off + TAG_LEN <= page.len() {
         let word = le32(&page[off..off + TAG_LEN]);
         let tag = match Tag::decode(word) {
-            Ok(t) if off + stored_len(t.data_len(), write_size) <= page.len() => t,
+            Ok(t) if off + stored_len(t.data_len(), align) <= page.len() => t,
             _ => {
-                off += write_size;
+                off += align;
                 continue;
             }
         };
@@ -398,7 +409,7 @@ pub fn walk_page(page: &mut [u8], write_size: usize, mut f: impl FnMut(&mut [u8]
         };
         let binding = Binding::of(tag.ty, ns, id);
         if !f(page, off, tag, &binding) {
-            off += write_size;
+            off += align;
             continue;
         }
         let len = tag.data_len();
@@ -410,7 +421,7 @@ pub fn walk_page(page: &mut [u8], write_size: usize, mut f: impl FnMut(&mut [u8]
             RecordType::IdHigh if whole => hi_q = tag.id_low,
             _ => {}
         }
-        off += stored_len(len, write_size);
+        off += stored_len(len, align);
     }
 }
 

@@ -537,9 +537,9 @@ fn set_version(img: &mut [u8], page: usize, version: u8) {
 fn an_unknown_format_version_is_refused_without_writing() {
     let (mut f, kv) = distinct_values(50);
     let head = kv.iter().map(|(_, v)| page_of(f.as_bytes(), v)).max().unwrap();
-    // Version 1 (record CRCs without the binding: its images are refused, not misread) and a
-    // future version.
-    for (page, version) in [(0, 3), (head, 3), (0, 1), (head, 1)] {
+    // Version 1 (record CRCs without the binding), version 2 (records aligned to WRITE_SIZE
+    // only: misread where READ_SIZE is larger) and a future version are refused, not misread.
+    for (page, version) in [(0, 4), (head, 4), (0, 1), (head, 1), (0, 2), (head, 2)] {
         let mut img = f.as_bytes().to_vec();
         set_version(&mut img, page, version);
         let mut g = Sim::boxed();

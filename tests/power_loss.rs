@@ -471,7 +471,7 @@ fn replay_case<const P: usize, const N: usize, const R: usize, const W: usize>(
         }
     }
     flash.restore_power();
-    dump(flash.as_bytes(), P, W);
+    dump(flash.as_bytes(), P, mqtt_persist::codec::alignment(R, W));
     if let Some(second) = second {
         flash.cut_power_at_op(Some(second));
         let mut store: Store<_, N> = block_on(Store::mount(&mut *flash, config)).map_err(|e| e.1).unwrap();
@@ -491,7 +491,7 @@ fn replay_case<const P: usize, const N: usize, const R: usize, const W: usize>(
         }
         flash.restore_power();
         flash.cut_power_at_op(None);
-        dump(flash.as_bytes(), P, W);
+        dump(flash.as_bytes(), P, mqtt_persist::codec::alignment(R, W));
     }
     let mut store: Store<_, N> = block_on(Store::mount(&mut *flash, config)).map_err(|e| e.1).unwrap();
     println!("mount: {:?} {:?}", store.mount_report(), store.usage());

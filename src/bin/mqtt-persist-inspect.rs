@@ -18,19 +18,22 @@ use mqtt_persist::codec::{
     record_crc, stored_len,
 };
 
-const USAGE: &str = "usage: mqtt-persist-inspect IMAGE --page-size BYTES --write-size BYTES [--json]";
+const USAGE: &str =
+    "usage: mqtt-persist-inspect IMAGE --page-size BYTES --write-size BYTES [--read-size BYTES] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut path = None;
     let mut page_size = None;
     let mut write_size = None;
+    let mut read_size = Some(1);
     let mut json = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--page-size" => page_size = it.next().and_then(|v| v.parse::<usize>().ok()),
             "--write-size" => write_size = it.next().and_then(|v| v.parse::<usize>().ok()),
+            "--read-size" => read_size = it.next().and_then(|v| v.parse::<usize>().ok()),
             "--json" => json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -43,16 +46,19 @@ fn main() -> ExitCode {
             }
         }
     }
-    let (Some(path), Some(page), Some(ws)) = (path, page_size, write_size) else {
+    let (Some(path), Some(page), Some(ws), Some(rs)) = (path, page_size, write_size, read_size) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    if !(256..=128 * 1024).contains(&page) || !page.is_multiple_of(32) || !ws.is_power_of_two() || ws > 32 {
+    let pow2_32 = |x: usize| x.is_power_of_two() && x <= 32;
+    if !(256..=128 * 1024).contains(&page) || !page.is_multiple_of(32) || !pow2_32(ws) || !pow2_32(rs) {
         eprintln!(
-            "unsupported geometry: page size must be 256..=131072 and a multiple of 32, write size a power of two up to 32"
+            "unsupported geometry: page size must be 256..=131072 and a multiple of 32, write and read size powers of two up to 32"
         );
         return ExitCode::from(2);
     }
+    // Records are aligned to max(READ_SIZE, WRITE_SIZE) (SPEC section 1).
+    let ws = mqtt_persist::codec::alignment(rs, ws);
     let image = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) => {
@@ -653,7 +659,7 @@ impl Report {
         let n = self.pages.len();
         let _ = writeln!(
             o,
-            "{path}: {} bytes, {n} pages of {} bytes, write size {}",
+            "{path}: {} bytes, {n} pages of {} bytes, record alignment {} B",
             self.image_len, self.page_size, self.write_size
         );
         match self.head {

@@ -274,8 +274,9 @@ const fn page_size<F: NorFlash>() -> u32 {
     F::ERASE_SIZE as u32
 }
 
+/// The record alignment unit, `max(READ_SIZE, WRITE_SIZE)` ([`crate::codec::alignment`]).
 fn ws<F: NorFlash>() -> usize {
-    F::WRITE_SIZE
+    crate::codec::alignment(F::READ_SIZE, F::WRITE_SIZE)
 }
 
 mod append;

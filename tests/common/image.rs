@@ -1,11 +1,13 @@
 //! Images written by earlier format versions, brought to the current one for tests.
 
-use mqtt_persist::codec::{Binding, CRC, PAGE_MAGIC, le32, record_crc, walk_page};
+use mqtt_persist::codec::{Binding, CRC, FORMAT_VERSION, PAGE_MAGIC, le32, record_crc, walk_page};
 
-/// Converts an image of format version 1 (record CRCs over tag and data only) to version 2
-/// (record CRCs also over the binding, SPEC section 4), page by page: a page whose header is a
-/// valid version-1 header gets version 2 and a new header CRC, and every record whose
-/// version-1 CRC holds gets the version-2 CRC for the context it is read in. Everything else
+/// Converts an image of format version 1 (record CRCs over tag and data only) to the current
+/// version (record CRCs also over the binding, SPEC section 4; alignment to
+/// `max(READ_SIZE, WRITE_SIZE)`, the same as version 1's WRITE_SIZE for the images converted
+/// here, all with READ_SIZE <= WRITE_SIZE), page by page: a page whose header is a valid
+/// version-1 header gets the current version and a new header CRC, and every record whose
+/// version-1 CRC holds gets the current CRC for the context it is read in. Everything else
 /// (torn words, garbage, damage) is left as it is, so the image fails where it failed before.
 pub fn upgrade_v1(img: &mut [u8], page: usize, write_size: usize) {
     for pg in img.chunks_mut(page) {
@@ -13,7 +15,7 @@ pub fn upgrade_v1(img: &mut [u8], page: usize, write_size: usize) {
         if !valid_v1 {
             continue;
         }
-        pg[4] = 2;
+        pg[4] = FORMAT_VERSION;
         let crc = CRC.checksum(&pg[0..28]);
         pg[28..32].copy_from_slice(&crc.to_le_bytes());
         walk_page(pg, write_size, |pg, off, tag, binding| {

@@ -510,10 +510,10 @@ fn run_ops<const P: usize, const N: usize, const R: usize, const W: usize>(
     }
     let mut flash = SimFlash::<P, N, R, W>::boxed();
     flash.set_ecc(ecc);
-    // ECC flash as on STM32L4/H7 (WRITE_SIZE 8 and 32): a word a cut left torn fails reads
-    // until its page is erased. Not on the smaller write sizes: with WRITE_SIZE 1 the fuzzer
-    // found an acknowledged value lost after a cut (tests/open/, open in issue 8).
-    flash.set_torn_unreadable(ecc && W >= 8);
+    // ECC flash as on STM32L4/H7: a word a cut left torn fails every read overlapping it
+    // until its page is erased (on every write size: with READ_SIZE above WRITE_SIZE that
+    // is why records are aligned to both, format 3).
+    flash.set_torn_unreadable(ecc);
     flash.set_seed(seed);
     let geo = format!("P={P} N={N} R={R} W={W} ecc={ecc} max={max}");
     engine(&mut flash, max, &ops, &plan, &geo);
@@ -571,7 +571,7 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                     s = remount(s, max);
                     if trace() {
                         eprintln!("== remount {ctx}: {:?}", s.mount_report());
-                        dump(s.flash().inner.as_bytes(), P, W);
+                        dump(s.flash().inner.as_bytes(), P, mqtt_persist::codec::alignment(R, W));
                     }
                     let rep = s.mount_report();
                     assert_eq!((rep.damaged_pages, rep.damaged_records), (0, 0), "{ctx}");
@@ -862,7 +862,7 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
     }
     if trace() {
         eprintln!("== final");
-        dump(s.flash().inner.as_bytes(), P, W);
+        dump(s.flash().inner.as_bytes(), P, mqtt_persist::codec::alignment(R, W));
     }
     for round in 0..2 {
         for (i, (c, uri)) in IDS.iter().enumerate() {
@@ -889,7 +889,7 @@ fn recover<'a, const P: usize, const N: usize, const R: usize, const W: usize>(
     let mut s = remount(s, max);
     if trace() {
         eprintln!("== recovery {ctx}: {:?}", s.mount_report());
-        dump(s.flash().inner.as_bytes(), P, W);
+        dump(s.flash().inner.as_bytes(), P, mqtt_persist::codec::alignment(R, W));
     }
     let rep = s.mount_report();
     assert_eq!(
@@ -1050,7 +1050,7 @@ pub fn build_image(page: usize, pages: usize, write: usize, flags: u8, body: &[u
 }
 
 fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bool, flags: u8, body: &[u8]) {
-    let img = build_image(P, N, W, flags, body);
+    let img = build_image(P, N, mqtt_persist::codec::alignment(R, W), flags, body);
     let mut flash = SimFlash::<P, N, R, W>::boxed();
     flash.set_ecc(ecc);
     flash.load_image(&img);
@@ -1069,7 +1069,7 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
     let mut s = s;
     if trace() {
         eprintln!("== mounted P={P} N={N} W={W}: {:?}", s.mount_report());
-        dump(&img, P, W);
+        dump(&img, P, mqtt_persist::codec::alignment(R, W));
     }
     let mut buf = vec![0u8; P];
     let mut written: Vec<(Key, Vec<u8>)> = Vec::new();
@@ -1135,7 +1135,7 @@ fn run_image<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
             "== before remount, written {:?}",
             written.iter().map(|w| w.0).collect::<Vec<_>>()
         );
-        dump(probe.inner.as_bytes(), P, W);
+        dump(probe.inner.as_bytes(), P, mqtt_persist::codec::alignment(R, W));
     }
     let mut s: S<'_, P, N, R, W> = match block_on(Store::mount(probe, Config::new(max))) {
         Ok(s) => s,
