@@ -51,8 +51,7 @@ fn the_worked_example_is_what_the_store_writes() {
         .unwrap();
     block_on(s.open("dev-1", "tcp://broker:1883")).unwrap();
     block_on(s.put(Key::command(70_000), &[b"hello"])).unwrap();
-    drop(s);
-    let page = f.page(0);
+    let page = s.into_flash().page(0);
     let mut covered = 0;
     for (off, bytes) in &lines {
         assert_eq!(
