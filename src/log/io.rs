@@ -61,16 +61,17 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Whether the flash still serves reads elsewhere after refusing one at `addr`: the first
-    /// bytes of the header of `addr`'s page (unless `addr` is in that header), else of any
-    /// other page. An ECC error is local to the word an interrupted write or erase left; a
-    /// flash that refuses every page is failing as a whole. Only runs after a refused read.
+    /// READ_SIZE (at least 4) bytes of the header of `addr`'s page (unless `addr` is in that
+    /// header), else of any other page. An ECC error is local to the word an interrupted write
+    /// or erase left; a flash that refuses every page is failing as a whole. Only runs after a
+    /// refused read.
     async fn flash_answers(&mut self, addr: u32) -> bool {
         let page = page_size::<F>();
         let own = (addr / page) as u16;
         let in_header = addr % page < PAGE_HEADER_LEN as u32;
-        let rs = F::READ_SIZE.max(4);
-        let mut b = [0u8; 64];
-        let n = rs.min(b.len());
+        // READ_SIZE is at most 32 (check_geometry).
+        let mut b = [0u8; 32];
+        let n = F::READ_SIZE.clamp(4, 32);
         for k in 0..N as u16 {
             let p = (own + k) % N as u16;
             if k == 0 && in_header {

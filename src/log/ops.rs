@@ -61,9 +61,14 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     fn check_room(&self, r: Res<(), F>, need: u32, sound: bool) -> Res<(), F> {
         debug_assert!(
             !matches!(r, Err(Error::Full)) || !sound,
-            "room for {need} bytes refused below capacity ({} of {})",
+            "room for {need} bytes refused below capacity ({} of {}; avail {}, keep {}, head {} at {}, {} log pages)",
             self.charged(),
-            self.capacity()
+            self.capacity(),
+            self.avail(),
+            self.keep,
+            self.head,
+            self.head_off,
+            self.len
         );
         r
     }

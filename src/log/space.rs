@@ -15,7 +15,9 @@
 //!   that its copy is larger than what it frees), `m` of them at most, plus what recovering from
 //!   an interrupted write may waste in the head page.
 //! - The capacity `C` is what remains of the ring after `keep`, the overhead of a whole
-//!   rotation (`Kr` per page) and the most any single operation needs beyond its charge (`X`).
+//!   rotation (`Kr` per page), the most any single operation needs beyond its charge (`X`) and
+//!   one dead continuation (`V`: the later fragments of a value compaction moved out of the
+//!   page before, dead in the tail page until it is compacted).
 //!
 //! Invariant (asserted in debug builds by the callers of [`Self::make_room`]): when
 //! `charged() <= C`, compacting the whole log once leaves at least `keep + X` bytes free, so
@@ -93,12 +95,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if p <= k {
             return None;
         }
-        // C(m) = N*P - N*Kr - X - (P + V + (m+1)*K) is sound for a charge that makes at most m
-        // steps of a rotation lose space, i.e. for C <= (m+1)*(P-K) - 1: the capacity is the
-        // largest min(C(m), (m+1)*(P-K) - 1) over m. Every term shrinks as V grows, so the
-        // capacity never grows with the value limit (a smaller `max_value_len` never holds
-        // less).
-        let base = (n * p).checked_sub(n * kr + c.x + p + v + c.cut)?;
+        // C(m) = N*P - N*Kr - X - V - (P + V + (m+1)*K) is sound for a charge that makes at
+        // most m steps of a rotation lose space, i.e. for C <= (m+1)*(P-K) - 1: the capacity
+        // is the largest min(C(m), (m+1)*(P-K) - 1) over m. The V outside `keep` is the dead
+        // continuation: compacting a page whose last value straddles into the next page leaves
+        // that value's later fragments (up to V) dead in the new tail, where they hold space
+        // until that page is compacted in turn; it is never free, so it cannot be part of the
+        // reserve `keep` that must be. Every term shrinks as V grows, so the capacity never
+        // grows with the value limit (a smaller `max_value_len` never holds less).
+        let base = (n * p).checked_sub(n * kr + c.x + p + 2 * v + c.cut)?;
         let mut best: Option<(u32, u32)> = None;
         for m in 0..=n {
             let Some(cap) = base.checked_sub((m + 1) * k) else {
