@@ -10,7 +10,7 @@
 //!   acknowledged value readable, every removal accepted (never `Full`), and the emptied store
 //!   takes a value of `max_value_len`; again after remounting with a smaller `max_value_len`.
 //!
-//! Bounded: 8 rounds per geometry and value size (`STORE_MATRIX=quick`: one).
+//! Bounded: 8 rounds per geometry and value size (`STORE_MATRIX=quick`: one, `STORE_MATRIX=64`: 64).
 
 #[path = "common/checked.rs"]
 mod checked;
@@ -24,10 +24,10 @@ use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};
 use mqtt_persist::{Config, Error, Key, Store};
 
 fn scale() -> u64 {
-    if std::env::var("STORE_MATRIX").as_deref() == Ok("quick") {
-        1
-    } else {
-        8
+    match std::env::var("STORE_MATRIX").as_deref() {
+        Ok("quick") => 1,
+        Ok(n) => n.parse().unwrap_or(8),
+        Err(_) => 8,
     }
 }
 
@@ -323,7 +323,7 @@ macro_rules! matrix {
     };
 }
 
-// Page sizes 512 B to 128 KiB, WRITE_SIZE 1 to 32, READ_SIZE 1 or the write size, 4 to 64 pages.
+// Page sizes 512 B to 128 KiB, WRITE_SIZE 1 to 32, READ_SIZE 1, the write size or above it, 4 to 64 pages.
 matrix! {
     cycles_512x4_w1: 512, 4, 1, 1;
     cycles_512x4_w8: 512, 4, 1, 8;
@@ -336,4 +336,6 @@ matrix! {
     cycles_4096x8_w1: 4096, 8, 1, 1;
     cycles_4096x64_w4: 4096, 64, 4, 4;
     cycles_131072x4_w32: 131072, 4, 32, 32;
+    cycles_2048x4_r4_w1: 2048, 4, 4, 1;
+    cycles_1024x6_r8_w1: 1024, 6, 8, 1;
 }
