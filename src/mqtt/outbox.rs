@@ -45,22 +45,22 @@ use crate::mqtt::packet::{DecodeError, EncodeError, Publish, QoS, Record};
 use crate::persistence::Persistence;
 use crate::store::KeyCursor;
 
-/// What to do when `max_buffered` messages are queued and another is published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum OverflowPolicy {
-    /// Refuse the new message with [`OutboxError::Full`]; nothing changes.
-    RejectNewest,
-    /// Drop the oldest queued message to make room and report its sequence number.
-    DropOldest,
-}
+mod overflow;
+pub use overflow::{Limit, OverflowPolicy};
 
 /// Outbox settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxConfig {
     /// The most messages kept unacknowledged (buffered plus in flight).
     pub max_buffered: u32,
-    /// What happens beyond `max_buffered`.
+    /// The most bytes the queued messages may take in the store: the sum of their encoded
+    /// records, as given to [`Persistence::put`] (the store adds its framing, 8 bytes and the
+    /// write alignment per record). `None`: no budget, only `max_buffered` and the store's
+    /// capacity limit the queue. The few QoS 2 state records (`s-`, `sc-`, `r-`, at most `2W`
+    /// of 8 to 12 bytes) are not counted. With a budget, [`Outbox::restore`] reads every queued
+    /// record once to learn its length.
+    pub max_bytes: Option<u64>,
+    /// What happens when a limit is reached: `max_buffered`, `max_bytes` or a full store.
     pub overflow: OverflowPolicy,
     /// Persist QoS 0 messages too (they are then sent once, later, when connected).
     pub persist_qos0: bool,
@@ -70,11 +70,13 @@ pub struct OutboxConfig {
 }
 
 impl OutboxConfig {
-    /// `max_buffered` messages, rejecting the newest on overflow, QoS 0 not persisted, no TTL.
+    /// `max_buffered` messages, no byte budget, rejecting the newest on overflow, QoS 0 not
+    /// persisted, no TTL.
     pub const fn new(max_buffered: u32) -> Self {
         assert!(max_buffered > 0, "max_buffered must be at least 1");
         OutboxConfig {
             max_buffered,
+            max_bytes: None,
             overflow: OverflowPolicy::RejectNewest,
             persist_qos0: false,
             ttl: None,
@@ -88,11 +90,13 @@ impl OutboxConfig {
 pub enum OutboxError<E> {
     /// The store failed.
     Store(Error<E>),
-    /// `max_buffered` messages are queued and the policy is [`OverflowPolicy::RejectNewest`].
-    /// The message was not stored.
+    /// The message was not stored because `limit` was reached and the policy is
+    /// [`OverflowPolicy::RejectNewest`], or is [`OverflowPolicy::DropOldest`] and nothing
+    /// that may be dropped is left (see [`OverflowPolicy::DropOldest`]), or the message alone
+    /// exceeds `max_bytes`.
     Full {
-        /// Messages queued now.
-        buffered: u32,
+        /// Which limit.
+        limit: Limit,
     },
     /// The message does not fit the outbox's `BUF`-byte record buffer.
     Encode(EncodeError),
@@ -119,7 +123,7 @@ impl<E: Debug> fmt::Display for OutboxError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OutboxError::Store(e) => write!(f, "store: {e}"),
-            OutboxError::Full { buffered } => write!(f, "outbox full: {buffered} messages buffered"),
+            OutboxError::Full { limit } => write!(f, "outbox full: {limit}"),
             OutboxError::Encode(e) => write!(f, "message too large for the outbox buffer: {e}"),
             OutboxError::Decode { key, error } => write!(f, "record {key} is invalid: {error}"),
             OutboxError::WindowTooSmall => f.write_str("more QoS 2 flows pending than the window holds"),
@@ -140,6 +144,9 @@ pub enum Receipt {
         sequence: u32,
         /// The oldest message dropped to make room ([`OverflowPolicy::DropOldest`]).
         dropped: Option<u32>,
+        /// How many messages were dropped to make room: one for the count limit, possibly
+        /// more for the byte budget or a full store. [`Outbox::publish_with`] reports each.
+        dropped_count: u32,
     },
     /// A QoS 0 message with `persist_qos0` off: not stored; send it now or never.
     NotPersisted,
@@ -191,6 +198,11 @@ pub struct Capacity {
     pub buffered: u32,
     /// The configured limit.
     pub max_buffered: u32,
+    /// Bytes the queued messages' records take (see [`OutboxConfig::max_bytes`]); `None`
+    /// without a byte budget (then not tracked).
+    pub queued_bytes: Option<u64>,
+    /// The configured byte budget.
+    pub max_bytes: Option<u64>,
     /// Packets awaiting an acknowledgement now (at most `W`).
     pub in_flight: usize,
     /// Outgoing QoS 2 flows between PUBREC and PUBCOMP.
@@ -210,7 +222,13 @@ struct Slot {
     sequence: u32,
     packet_id: u16,
     stage: Stage,
+    /// The length of the message's record while it is queued (for the byte budget).
+    len: u32,
 }
+
+/// How many messages one QoS 2 state record may drop before it gives up (one or two do
+/// for records of 8 to 12 bytes), reported at the next [`Outbox::next_transmit`].
+const UNREPORTED: usize = 4;
 
 /// How many keys one `keys()` call fetches ahead.
 const LOOKAHEAD: usize = 16;
@@ -223,6 +241,8 @@ pub struct Outbox<P: Persistence, const W: usize, const BUF: usize> {
     next_sequence: u32,
     next_packet_id: u16,
     buffered: u32,
+    /// The sum of the queued records' lengths; kept only with a byte budget.
+    queued_bytes: u64,
     /// In-flight publishes and pending PUBREL flows.
     slots: Vec<Slot, W>,
     /// QoS 2 packet ids assigned on flash (`s-` records) for messages not yet PUBREC'd.
@@ -230,6 +250,9 @@ pub struct Outbox<P: Persistence, const W: usize, const BUF: usize> {
     cursor: KeyCursor,
     lookahead: Vec<Key, LOOKAHEAD>,
     lookahead_pos: usize,
+    /// Messages dropped for a QoS 2 state record (see [`OverflowPolicy::DropOldest`]) and not
+    /// yet reported: [`Self::next_transmit`] reports them.
+    unreported: Vec<u32, UNREPORTED>,
     /// Messages with a sequence at or below this may have been sent: they carry DUP.
     sent_through: Option<u32>,
     scratch: [u8; BUF],
@@ -242,6 +265,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     pub async fn restore(mut store: P, config: OutboxConfig) -> Result<Self, OutboxError<P::FlashError>> {
         const { assert!(W > 0 && W < 65535, "window W must be 1..65535") };
         let mut buffered = 0u32;
+        let mut queued_bytes = 0u64;
+        let with_budget = config.max_bytes.is_some();
         let mut max_seq: Option<u32> = None;
         let mut max_pid = 0u16;
         let mut queued_seen = 0usize;
@@ -260,6 +285,9 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                 match key.kind() {
                     Kind::Command => {
                         buffered += 1;
+                        if with_budget {
+                            queued_bytes += u64::from(record_len(&mut store, key, &mut scratch).await?);
+                        }
                         max_seq = Some(max_seq.map_or(key.id(), |m: u32| m.max(key.id())));
                         queued_seen += 1;
                         if queued_seen <= W {
@@ -283,6 +311,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                                         sequence,
                                         packet_id,
                                         stage: Stage::AwaitComp { sent: false },
+                                        len: 0,
                                     })
                                     .map_err(|_| OutboxError::WindowTooSmall)?;
                             }
@@ -302,6 +331,10 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         // packet id assignment must go.
         for slot in &slots {
             if store.contains(Key::command(slot.sequence)).await? {
+                if with_budget {
+                    let len = record_len(&mut store, Key::command(slot.sequence), &mut scratch).await?;
+                    queued_bytes = queued_bytes.saturating_sub(u64::from(len));
+                }
                 store.remove(Key::command(slot.sequence)).await?;
                 buffered -= 1;
             }
@@ -316,11 +349,13 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             next_sequence: max_seq.map_or(0, |m| m.wrapping_add(1)),
             next_packet_id: max_pid,
             buffered,
+            queued_bytes,
             slots,
             assigned,
             cursor: KeyCursor::default(),
             lookahead: Vec::new(),
             lookahead_pos: 0,
+            unreported: Vec::new(),
             sent_through,
             scratch,
         })
@@ -357,6 +392,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         Capacity {
             buffered: self.buffered,
             max_buffered: self.config.max_buffered,
+            queued_bytes: self.config.max_bytes.map(|_| self.queued_bytes),
+            max_bytes: self.config.max_bytes,
             in_flight: self.slots.len(),
             pubrel_pending: self
                 .slots
@@ -371,66 +408,10 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         self.buffered == 0 && self.slots.is_empty()
     }
 
-    /// Stores `msg` under the next sequence number; returns when it is durable. `now` is the
-    /// caller's timestamp, used for the TTL. Topic, payload, QoS, retain and properties are
-    /// taken from `msg`; packet id, DUP, sequence and expiry are set by the outbox.
-    ///
-    /// Power loss: before it returns the message may or may not be stored; after `Ok` it is.
-    pub async fn publish(&mut self, msg: &Publish<'_>, now: u64) -> Result<Receipt, OutboxError<P::FlashError>> {
-        if msg.qos == QoS::AtMostOnce && !self.config.persist_qos0 {
-            return Ok(Receipt::NotPersisted);
-        }
-        let mut record = *msg;
-        record.sequence = self.next_sequence;
-        record.packet_id = 0;
-        record.dup = false;
-        record.expires_at = self.config.ttl.map(|ttl| now.saturating_add(ttl));
-        let len = Record::Publish(record)
-            .encode(&mut self.scratch)
-            .map_err(OutboxError::Encode)?
-            .len();
-        let mut dropped = None;
-        if self.buffered >= self.config.max_buffered {
-            match self.config.overflow {
-                OverflowPolicy::RejectNewest => {
-                    return Err(OutboxError::Full {
-                        buffered: self.buffered,
-                    });
-                }
-                OverflowPolicy::DropOldest => dropped = self.drop_oldest().await?,
-            }
-        }
-        let key = Key::command(record.sequence);
-        self.store.put(key, &[&self.scratch[..len]]).await?;
-        self.next_sequence = self.next_sequence.wrapping_add(1);
-        self.buffered += 1;
-        Ok(Receipt::Stored {
-            sequence: record.sequence,
-            dropped,
-        })
-    }
-
-    async fn drop_oldest(&mut self) -> Result<Option<u32>, OutboxError<P::FlashError>> {
-        let mut cursor = KeyCursor::default();
-        let mut keys = [Key::sent(0); LOOKAHEAD];
-        loop {
-            let n = self.store.keys(&mut cursor, &mut keys).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            if let Some(&key) = keys[..n].iter().find(|k| k.kind() == Kind::Command) {
-                self.store.remove(key).await?;
-                self.buffered -= 1;
-                // A dropped message that was in flight: its ack will be ignored.
-                self.slots
-                    .retain(|s| s.sequence != key.id() || !matches!(s.stage, Stage::AwaitAck { .. }));
-                if let Some(i) = self.assigned.iter().position(|&(seq, _)| seq == key.id()) {
-                    let (_, pid) = self.assigned.swap_remove(i);
-                    self.store.remove(Key::sent(pid)).await?;
-                }
-                return Ok(Some(key.id()));
-            }
-        }
+    /// A queued message of `len` record bytes left the queue.
+    fn unqueue(&mut self, len: u32) {
+        self.buffered = self.buffered.saturating_sub(1);
+        self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(len));
     }
 
     fn allocate_packet_id(&mut self) -> Result<u16, OutboxError<P::FlashError>> {
@@ -449,7 +430,16 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         loop {
             if let Some(&key) = self.lookahead.get(self.lookahead_pos) {
                 self.lookahead_pos += 1;
-                if key.kind() == Kind::Command {
+                // A message in flight listed again is skipped: when a write between two
+                // `keys()` calls makes compaction move a record, the store can list its key
+                // again, later (seen on a full store; docs/DESIGN.md section 17). Messages
+                // already done are gone from the store and skipped at the read.
+                let in_flight = || {
+                    self.slots
+                        .iter()
+                        .any(|s| s.sequence == key.id() && matches!(s.stage, Stage::AwaitAck { .. }))
+                };
+                if key.kind() == Kind::Command && !in_flight() {
                     return Ok(Some(key));
                 }
                 continue;
@@ -478,6 +468,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         buf: &'b mut [u8],
         mut dropped: impl FnMut(Dropped),
     ) -> Result<Option<Transmit<'b>>, OutboxError<P::FlashError>> {
+        self.report_unreported(&mut dropped);
         if let Some(slot) = self
             .slots
             .iter_mut()
@@ -512,7 +503,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             if p.expires_at.is_some_and(|at| now >= at) {
                 let (sequence, qos) = (p.sequence, p.qos);
                 self.store.remove(key).await?;
-                self.buffered -= 1;
+                self.unqueue(len as u32);
                 if qos == QoS::ExactlyOnce {
                     self.forget_assigned(sequence).await?;
                 }
@@ -526,7 +517,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             QoS::AtMostOnce => {
                 // Sent at most once: gone from the queue as soon as it is handed out.
                 self.store.remove_deferred(key).await?;
-                self.buffered -= 1;
+                self.unqueue(len as u32);
                 0
             }
             QoS::AtLeastOnce => self.allocate_packet_id()?,
@@ -544,7 +535,9 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                     .encode(&mut rec)
                     .map_err(OutboxError::Encode)?
                     .len();
-                    self.store.put(Key::sent(pid), &[&rec[..n]]).await?;
+                    let put = self.put_state(Key::sent(pid), &rec[..n], Some(sequence)).await;
+                    self.report_unreported(&mut dropped);
+                    put?;
                     self.assigned
                         .push((sequence, pid))
                         .map_err(|_| OutboxError::WindowTooSmall)?;
@@ -558,6 +551,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                     sequence,
                     packet_id,
                     stage: Stage::AwaitAck { qos },
+                    len: len as u32,
                 })
                 .map_err(|_| OutboxError::WindowTooSmall)?;
         }
@@ -596,7 +590,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             Err(e) => return Err(e.into()),
         }
         self.slots.swap_remove(i);
-        self.buffered = self.buffered.saturating_sub(1);
+        self.unqueue(slot.len);
         Ok(Some(slot.sequence))
     }
 
@@ -623,12 +617,13 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             .map_err(OutboxError::Encode)?
             .len();
         // Order matters for power loss: PUBREL state first, then the publish goes.
-        self.store.put(Key::pubrel(packet_id), &[&rec[..n]]).await?;
+        self.put_state(Key::pubrel(packet_id), &rec[..n], None).await?;
         match self.store.remove(Key::command(sequence)).await {
             Ok(()) | Err(Error::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        self.buffered = self.buffered.saturating_sub(1);
+        self.unqueue(self.slots[i].len);
+        self.slots[i].len = 0;
         self.forget_assigned(sequence).await?;
         self.slots[i].stage = Stage::AwaitComp { sent: true };
         Ok(Some(sequence))
@@ -684,7 +679,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             .encode(&mut rec)
             .map_err(OutboxError::Encode)?
             .len();
-        self.store.put(Key::received(packet_id), &[&rec[..n]]).await?;
+        self.put_state(Key::received(packet_id), &rec[..n], None).await?;
         Ok(())
     }
 
@@ -702,6 +697,20 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     pub async fn flush(&mut self) -> Result<(), OutboxError<P::FlashError>> {
         self.store.flush().await?;
         Ok(())
+    }
+}
+
+/// The length of the record under `key`: read into `scratch`, or the size the store reports
+/// for a record larger than `scratch` (such a record fails later, at its transmission).
+async fn record_len<P: Persistence>(
+    store: &mut P,
+    key: Key,
+    scratch: &mut [u8],
+) -> Result<u32, OutboxError<P::FlashError>> {
+    match store.get(key, scratch).await {
+        Ok(v) => Ok(v.len() as u32),
+        Err(Error::BufferTooSmall { needed }) => Ok(needed as u32),
+        Err(e) => Err(e.into()),
     }
 }
 

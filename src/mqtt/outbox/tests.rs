@@ -123,7 +123,13 @@ fn overflow_reject_newest_keeps_the_oldest() {
         let text = std::format!("{i}");
         match block_on(ob.publish(&msg(text.as_bytes(), QoS::AtLeastOnce), 0)) {
             Ok(Receipt::Stored { dropped: None, .. }) => assert!(i < 100),
-            Err(OutboxError::Full { buffered: 100 }) => rejected += 1,
+            Err(OutboxError::Full {
+                limit:
+                    Limit::Count {
+                        buffered: 100,
+                        max_buffered: 100,
+                    },
+            }) => rejected += 1,
             other => panic!("{other:?}"),
         }
     }
