@@ -153,15 +153,15 @@ fn keys_cursor_does_not_repeat_a_key_moved_by_compaction() {
                 let mut cc = *c;
                 let n = block_on(store.keys(&mut cc, &mut out)).unwrap();
                 assert_eq!(&out[..n], &expect[..], "op {i}");
-                if *c != KeyCursor::default() && *c == cur {
-                    if let (Some(l), Some(f)) = (last_batch.last(), out[..n].first()) {
-                        if l == f {
-                            repeats.push(format!(
-                                "op {i}: {f} listed again after {c:?}; before it: {:?}",
-                                &ops[i.saturating_sub(4)..i]
-                            ));
-                        }
-                    }
+                if *c != KeyCursor::default()
+                    && *c == cur
+                    && let (Some(l), Some(f)) = (last_batch.last(), out[..n].first())
+                    && l == f
+                {
+                    repeats.push(format!(
+                        "op {i}: {f} listed again after {c:?}; before it: {:?}",
+                        &ops[i.saturating_sub(4)..i]
+                    ));
                 }
                 cur = cc;
                 last_batch = out[..n].to_vec();
