@@ -56,8 +56,8 @@ pub struct OutboxConfig {
     /// The most bytes the queued messages may take in the store: the sum of their encoded
     /// records, as given to [`Persistence::put`] (the store adds its framing, 8 bytes and the
     /// write alignment per record). `None`: no budget, only `max_buffered` and the store's
-    /// capacity limit the queue. The few QoS 2 state records (`s-`, `sc-`, `r-`, at most `2W`
-    /// of 8 to 12 bytes) are not counted. With a budget, [`Outbox::restore`] reads every queued
+    /// capacity limit the queue. The QoS 2 state records (`s-`, `sc-`, `r-`, at most `2W` of
+    /// a few bytes each) are not counted. With a budget, [`Outbox::restore`] reads every queued
     /// record once to learn its length.
     pub max_bytes: Option<u64>,
     /// What happens when a limit is reached: `max_buffered`, `max_bytes` or a full store.

@@ -213,7 +213,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
 
     /// Puts a QoS 2 state record (`s-`, `sc-`, `r-`). On a full store under
     /// [`OverflowPolicy::DropOldest`] the oldest droppable messages other than `keep` are
-    /// dropped to make room (at most [`super::UNREPORTED`], kept for
+    /// dropped to make room (at most `UNREPORTED` waiting, kept for
     /// [`Self::report_unreported`]); otherwise, or with nothing to drop, the store's
     /// [`Error::Full`] is returned.
     pub(super) async fn put_state(&mut self, key: Key, record: &[u8], keep: Option<u32>) -> Res<(), P> {
