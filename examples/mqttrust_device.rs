@@ -22,7 +22,7 @@ use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use mqtt_persist::adapter::mqttrust::{EpochNetwork, Link, MqttrustClient};
 use mqtt_persist::adapter::{Event, SharedOutbox};
 use mqtt_persist::file_flash::FileFlash;
-use mqtt_persist::mqtt::{OutboxConfig, OverflowPolicy, Publish};
+use mqtt_persist::mqtt::{Dropped, OutboxConfig, OutboxError, OverflowPolicy, Publish};
 use mqtt_persist::{Config, Store};
 use support::TokioNetwork;
 
@@ -48,6 +48,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async move {
         let mut store: Store<Flash, PAGES> = Store::mount(flash, Config::new(256)).await.map_err(|(_, e)| e)?;
         store.open(client_id, broker).await?;
+        // Drop-oldest applies to the count, to the byte budget (none here) and to a full
+        // flash alike: once the 256 KiB image is full, each new reading drops the oldest.
         let mut config = OutboxConfig::new(20_000);
         config.overflow = OverflowPolicy::DropOldest;
         let outbox: SharedOutbox<NoopRawMutex, _, 8, 256> = SharedOutbox::restore(store, config).await?;
@@ -82,12 +84,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for n in 0u64.. {
                 tick.tick().await;
                 let payload = format!("{{\"boot\":{boot},\"n\":{n}}}");
-                match outbox.publish(&Publish::new(&topic, payload.as_bytes()), now()).await {
-                    Ok(receipt) => {
-                        if let mqtt_persist::mqtt::Receipt::Stored { dropped: Some(seq), .. } = receipt {
-                            println!("flash budget reached: dropped the oldest reading (seq {seq})");
-                        }
-                    }
+                let report = |d: Dropped| println!("outbox full: dropped the oldest reading ({d:?})");
+                match outbox
+                    .publish_with(&Publish::new(&topic, payload.as_bytes()), now(), report)
+                    .await
+                {
+                    Ok(_) => {}
+                    // Under drop-oldest only when nothing is left to drop; the limit says which.
+                    Err(OutboxError::Full { limit }) => println!("reading {n} not stored: {limit}"),
                     Err(e) => println!("reading {n} not stored: {e}"),
                 }
                 if n % 50 == 0 {

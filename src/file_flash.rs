@@ -6,9 +6,15 @@
 //! from real hardware with the same geometry. The same alignment, bounds and
 //! NOR programming rules as [`SimFlash`](crate::flash::SimFlash) are
 //! enforced, so code that works on the file also works on a chip.
+//!
+//! One process per image: every constructor takes an exclusive advisory lock on the file
+//! (`flock(LOCK_EX | LOCK_NB)` on Unix, `LockFileEx` on Windows, through
+//! [`File::try_lock`]) before it reads or changes anything, and a second opener, in this
+//! process or another, gets an [`io::Error`] of kind [`io::ErrorKind::ResourceBusy`] carrying
+//! an [`ImageLocked`] instead of an image two writers would corrupt.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::vec;
@@ -72,6 +78,61 @@ impl fmt::Display for FileFlashError {
 
 impl std::error::Error for FileFlashError {}
 
+/// The image is locked by another [`FileFlash`] (most likely another process running on the
+/// same image): the error inside the [`io::Error`] of kind [`io::ErrorKind::ResourceBusy`]
+/// that the constructors return. Nothing was read or written.
+///
+/// ```no_run
+/// use mqtt_persist::file_flash::{FileFlash, ImageLocked};
+/// match FileFlash::<4096, 4, 4>::open("device.img") {
+///     Ok(flash) => { /* mount it */ }
+///     Err(e) if ImageLocked::in_error(&e).is_some() => eprintln!("{e}: is the device already running?"),
+///     Err(e) => eprintln!("cannot open the image: {e}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLocked {
+    path: PathBuf,
+}
+
+impl ImageLocked {
+    /// The image's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The [`ImageLocked`] inside `e`, if that is why it failed.
+    pub fn in_error(e: &io::Error) -> Option<&ImageLocked> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<ImageLocked>())
+    }
+}
+
+impl fmt::Display for ImageLocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "flash image {} is in use: another FileFlash (probably another process) holds its lock",
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for ImageLocked {}
+
+/// Takes the exclusive lock on `file`, or says who has it.
+fn lock(file: &File, path: &Path) -> io::Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            ImageLocked {
+                path: path.to_path_buf(),
+            },
+        )),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// A NOR flash backed by a file holding the raw image.
 ///
 /// Geometry: erase pages of `PAGE` bytes, reads aligned to `READ`, writes
@@ -84,6 +145,9 @@ impl std::error::Error for FileFlashError {}
 /// Rewriting a word without erase is allowed (the type implements
 /// `MultiwriteNorFlash`); unlike [`SimFlash`](crate::flash::SimFlash) there
 /// is no ECC mode and no power-cut simulation.
+///
+/// The image is locked exclusively (see the [module docs](self)) for as long as the value
+/// lives; [`into_file`](Self::into_file) hands the lock over with the file.
 ///
 /// Both the blocking and the async `embedded-storage` traits are
 /// implemented. The async methods perform blocking file I/O and complete on
@@ -116,11 +180,14 @@ impl<const PAGE: usize, const READ: usize, const WRITE: usize> FileFlash<PAGE, R
     };
 
     /// Creates (or truncates) `path` as an image of `pages` erased pages
-    /// (all `0xFF`).
+    /// (all `0xFF`). An existing image is truncated only once its lock is
+    /// taken.
     ///
     /// # Errors
     /// `InvalidInput` if `pages` is 0 or the image would not be addressable
-    /// with `u32` offsets; any error from creating or writing the file.
+    /// with `u32` offsets; `ResourceBusy` with [`ImageLocked`] if another
+    /// `FileFlash` holds the image (it is left as it was); any error from
+    /// creating or writing the file.
     pub fn create(path: impl AsRef<Path>, pages: usize) -> io::Result<Self> {
         let () = Self::GEOMETRY_OK;
         let path = path.as_ref();
@@ -129,20 +196,23 @@ impl<const PAGE: usize, const READ: usize, const WRITE: usize> FileFlash<PAGE, R
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(path)?;
+        lock(&file, path)?;
         Self::init_new(file, path, pages)
     }
 
     /// Opens an existing image. Its length gives the number of pages.
     ///
     /// # Errors
-    /// `InvalidData` if the file length is zero, not a multiple of `PAGE`, or
-    /// too large for `u32` offsets; any error from opening the file.
+    /// `ResourceBusy` with [`ImageLocked`] if another `FileFlash` holds the
+    /// image; `InvalidData` if the file length is zero, not a multiple of
+    /// `PAGE`, or too large for `u32` offsets; any error from opening the file.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
         let () = Self::GEOMETRY_OK;
         let path = path.as_ref();
         let file = OpenOptions::new().read(true).write(true).open(path)?;
+        lock(&file, path)?;
         let len = file.metadata()?.len();
         if len == 0 || !len.is_multiple_of(PAGE as u64) || len > u64::from(u32::MAX) {
             return Err(io::Error::new(
@@ -165,14 +235,18 @@ impl<const PAGE: usize, const READ: usize, const WRITE: usize> FileFlash<PAGE, R
     /// # Errors
     /// `InvalidData` if an existing image does not have exactly `pages`
     /// pages (refusing to silently reuse an image of another geometry);
-    /// otherwise as [`create`](Self::create) / [`open`](Self::open).
+    /// otherwise as [`create`](Self::create) / [`open`](Self::open), including
+    /// `ResourceBusy` with [`ImageLocked`].
     pub fn open_or_create(path: impl AsRef<Path>, pages: usize) -> io::Result<Self> {
         let () = Self::GEOMETRY_OK;
         let path = path.as_ref();
         Self::check_pages(pages)?;
         // `create_new` makes "does it exist?" and "create it" one atomic step.
         match OpenOptions::new().read(true).write(true).create_new(true).open(path) {
-            Ok(file) => Self::init_new(file, path, pages),
+            Ok(file) => {
+                lock(&file, path)?;
+                Self::init_new(file, path, pages)
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let flash = Self::open(path)?;
                 if flash.pages != pages {
@@ -237,7 +311,8 @@ impl<const PAGE: usize, const READ: usize, const WRITE: usize> FileFlash<PAGE, R
         &self.path
     }
 
-    /// Gives back the underlying file.
+    /// Gives back the underlying file, with the image's lock: it is released
+    /// when the file is closed (or by `File::unlock`).
     pub fn into_file(self) -> File {
         self.file
     }

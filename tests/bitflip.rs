@@ -373,10 +373,10 @@ fn run_trial<const P: usize, const N: usize, const R: usize, const W: usize>(
                 }
             }
         }
-        if let Err(e) = block_on(s.close()) {
-            if untyped(&e) {
-                t.bad.push(format!("{} close: {e:?}", id.0));
-            }
+        if let Err(e) = block_on(s.close())
+            && untyped(&e)
+        {
+            t.bad.push(format!("{} close: {e:?}", id.0));
         }
     }
     t.bad.extend(s.flash().bad_accesses());

@@ -88,7 +88,8 @@ pub enum Event {
         /// Sequence number.
         sequence: u32,
     },
-    /// A message was dropped (expired).
+    /// A message was dropped: expired, or by the overflow policy to make room for a QoS 2
+    /// state record on a full store.
     Dropped(Dropped),
     /// A publish overlapped a connection change; the unacknowledged tail is sent again.
     Resending,
@@ -130,7 +131,13 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
     /// Persists `msg` and returns once it is durable (see [`Outbox::publish`]); the drain loop
     /// sends it when connected. Cancellation: as [`Outbox::publish`].
     pub async fn publish(&self, msg: &Publish<'_>, now: u64) -> Res<Receipt, P> {
-        let receipt = self.outbox.lock().await.publish(msg, now).await?;
+        self.publish_with(msg, now, |_| {}).await
+    }
+
+    /// [`Self::publish`], reporting every message the overflow policy drops (see
+    /// [`Outbox::publish_with`]).
+    pub async fn publish_with(&self, msg: &Publish<'_>, now: u64, dropped: impl FnMut(Dropped)) -> Res<Receipt, P> {
+        let receipt = self.outbox.lock().await.publish_with(msg, now, dropped).await?;
         self.wake.signal(());
         Ok(receipt)
     }

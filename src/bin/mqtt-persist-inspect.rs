@@ -272,10 +272,11 @@ fn inspect(image: &[u8], page: usize, ws: usize) -> Report {
     scan(&mut pages[head], bytes(head), hh, ws, &mut findings);
     let mut retired = hh.tail_seq;
     for r in &pages[head].records {
-        if r.tag.ty == RecordType::Retire && r.crc_ok {
-            if let Ok(seq) = r.detail.trim_start_matches("page seq ").parse::<u32>() {
-                retired = retired.max(seq.saturating_add(1));
-            }
+        if r.tag.ty == RecordType::Retire
+            && r.crc_ok
+            && let Ok(seq) = r.detail.trim_start_matches("page seq ").parse::<u32>()
+        {
+            retired = retired.max(seq.saturating_add(1));
         }
     }
     let tail_seq = retired.min(head_seq).max(head_seq.saturating_sub(n as u32 - 1));

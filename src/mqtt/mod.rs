@@ -5,5 +5,7 @@
 pub mod outbox;
 pub mod packet;
 
-pub use outbox::{Capacity, Dropped, Inbound, Outbox, OutboxConfig, OutboxError, OverflowPolicy, Receipt, Transmit};
+pub use outbox::{
+    Capacity, Dropped, Inbound, Limit, Outbox, OutboxConfig, OutboxError, OverflowPolicy, Receipt, Transmit,
+};
 pub use packet::{DecodeError, EncodeError, Publish, QoS, Record};

@@ -45,22 +45,22 @@ use crate::mqtt::packet::{DecodeError, EncodeError, Publish, QoS, Record};
 use crate::persistence::Persistence;
 use crate::store::KeyCursor;
 
-/// What to do when `max_buffered` messages are queued and another is published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum OverflowPolicy {
-    /// Refuse the new message with [`OutboxError::Full`]; nothing changes.
-    RejectNewest,
-    /// Drop the oldest queued message to make room and report its sequence number.
-    DropOldest,
-}
+mod overflow;
+pub use overflow::{Limit, OverflowPolicy};
 
 /// Outbox settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxConfig {
     /// The most messages kept unacknowledged (buffered plus in flight).
     pub max_buffered: u32,
-    /// What happens beyond `max_buffered`.
+    /// The most bytes the queued messages may take in the store: the sum of their encoded
+    /// records, as given to [`Persistence::put`] (the store adds its framing, 8 bytes and the
+    /// write alignment per record). `None`: no budget, only `max_buffered` and the store's
+    /// capacity limit the queue. The QoS 2 state records (`s-`, `sc-`, `r-`, at most `2W` of
+    /// a few bytes each) are not counted. With a budget, [`Outbox::restore`] reads every queued
+    /// record once to learn its length.
+    pub max_bytes: Option<u64>,
+    /// What happens when a limit is reached: `max_buffered`, `max_bytes` or a full store.
     pub overflow: OverflowPolicy,
     /// Persist QoS 0 messages too (they are then sent once, later, when connected).
     pub persist_qos0: bool,
@@ -70,11 +70,13 @@ pub struct OutboxConfig {
 }
 
 impl OutboxConfig {
-    /// `max_buffered` messages, rejecting the newest on overflow, QoS 0 not persisted, no TTL.
+    /// `max_buffered` messages, no byte budget, rejecting the newest on overflow, QoS 0 not
+    /// persisted, no TTL.
     pub const fn new(max_buffered: u32) -> Self {
         assert!(max_buffered > 0, "max_buffered must be at least 1");
         OutboxConfig {
             max_buffered,
+            max_bytes: None,
             overflow: OverflowPolicy::RejectNewest,
             persist_qos0: false,
             ttl: None,
@@ -88,11 +90,13 @@ impl OutboxConfig {
 pub enum OutboxError<E> {
     /// The store failed.
     Store(Error<E>),
-    /// `max_buffered` messages are queued and the policy is [`OverflowPolicy::RejectNewest`].
-    /// The message was not stored.
+    /// The message was not stored because `limit` was reached and the policy is
+    /// [`OverflowPolicy::RejectNewest`], or is [`OverflowPolicy::DropOldest`] and nothing
+    /// that may be dropped is left (see [`OverflowPolicy::DropOldest`]), or the message alone
+    /// exceeds `max_bytes`.
     Full {
-        /// Messages queued now.
-        buffered: u32,
+        /// Which limit.
+        limit: Limit,
     },
     /// The message does not fit the outbox's `BUF`-byte record buffer.
     Encode(EncodeError),
@@ -119,7 +123,7 @@ impl<E: Debug> fmt::Display for OutboxError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OutboxError::Store(e) => write!(f, "store: {e}"),
-            OutboxError::Full { buffered } => write!(f, "outbox full: {buffered} messages buffered"),
+            OutboxError::Full { limit } => write!(f, "outbox full: {limit}"),
             OutboxError::Encode(e) => write!(f, "message too large for the outbox buffer: {e}"),
             OutboxError::Decode { key, error } => write!(f, "record {key} is invalid: {error}"),
             OutboxError::WindowTooSmall => f.write_str("more QoS 2 flows pending than the window holds"),
@@ -140,6 +144,9 @@ pub enum Receipt {
         sequence: u32,
         /// The oldest message dropped to make room ([`OverflowPolicy::DropOldest`]).
         dropped: Option<u32>,
+        /// How many messages were dropped to make room: one for the count limit, possibly
+        /// more for the byte budget or a full store. [`Outbox::publish_with`] reports each.
+        dropped_count: u32,
     },
     /// A QoS 0 message with `persist_qos0` off: not stored; send it now or never.
     NotPersisted,
@@ -191,6 +198,11 @@ pub struct Capacity {
     pub buffered: u32,
     /// The configured limit.
     pub max_buffered: u32,
+    /// Bytes the queued messages' records take (see [`OutboxConfig::max_bytes`]); `None`
+    /// without a byte budget (then not tracked).
+    pub queued_bytes: Option<u64>,
+    /// The configured byte budget.
+    pub max_bytes: Option<u64>,
     /// Packets awaiting an acknowledgement now (at most `W`).
     pub in_flight: usize,
     /// Outgoing QoS 2 flows between PUBREC and PUBCOMP.
@@ -210,7 +222,13 @@ struct Slot {
     sequence: u32,
     packet_id: u16,
     stage: Stage,
+    /// The length of the message's record while it is queued (for the byte budget).
+    len: u32,
 }
+
+/// How many messages one QoS 2 state record may drop before it gives up (one or two do
+/// for records of 8 to 12 bytes), reported at the next [`Outbox::next_transmit`].
+const UNREPORTED: usize = 4;
 
 /// How many keys one `keys()` call fetches ahead.
 const LOOKAHEAD: usize = 16;
@@ -223,6 +241,8 @@ pub struct Outbox<P: Persistence, const W: usize, const BUF: usize> {
     next_sequence: u32,
     next_packet_id: u16,
     buffered: u32,
+    /// The sum of the queued records' lengths; kept only with a byte budget.
+    queued_bytes: u64,
     /// In-flight publishes and pending PUBREL flows.
     slots: Vec<Slot, W>,
     /// QoS 2 packet ids assigned on flash (`s-` records) for messages not yet PUBREC'd.
@@ -230,6 +250,9 @@ pub struct Outbox<P: Persistence, const W: usize, const BUF: usize> {
     cursor: KeyCursor,
     lookahead: Vec<Key, LOOKAHEAD>,
     lookahead_pos: usize,
+    /// Messages dropped for a QoS 2 state record (see [`OverflowPolicy::DropOldest`]) and not
+    /// yet reported: [`Self::next_transmit`] reports them.
+    unreported: Vec<u32, UNREPORTED>,
     /// Messages with a sequence at or below this may have been sent: they carry DUP.
     sent_through: Option<u32>,
     scratch: [u8; BUF],
@@ -242,6 +265,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     pub async fn restore(mut store: P, config: OutboxConfig) -> Result<Self, OutboxError<P::FlashError>> {
         const { assert!(W > 0 && W < 65535, "window W must be 1..65535") };
         let mut buffered = 0u32;
+        let mut queued_bytes = 0u64;
+        let with_budget = config.max_bytes.is_some();
         let mut max_seq: Option<u32> = None;
         let mut max_pid = 0u16;
         let mut queued_seen = 0usize;
@@ -260,6 +285,9 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                 match key.kind() {
                     Kind::Command => {
                         buffered += 1;
+                        if with_budget {
+                            queued_bytes += u64::from(record_len(&mut store, key, &mut scratch).await?);
+                        }
                         max_seq = Some(max_seq.map_or(key.id(), |m: u32| m.max(key.id())));
                         queued_seen += 1;
                         if queued_seen <= W {
@@ -283,6 +311,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                                         sequence,
                                         packet_id,
                                         stage: Stage::AwaitComp { sent: false },
+                                        len: 0,
                                     })
                                     .map_err(|_| OutboxError::WindowTooSmall)?;
                             }
@@ -302,6 +331,10 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         // packet id assignment must go.
         for slot in &slots {
             if store.contains(Key::command(slot.sequence)).await? {
+                if with_budget {
+                    let len = record_len(&mut store, Key::command(slot.sequence), &mut scratch).await?;
+                    queued_bytes = queued_bytes.saturating_sub(u64::from(len));
+                }
                 store.remove(Key::command(slot.sequence)).await?;
                 buffered -= 1;
             }
@@ -316,11 +349,13 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             next_sequence: max_seq.map_or(0, |m| m.wrapping_add(1)),
             next_packet_id: max_pid,
             buffered,
+            queued_bytes,
             slots,
             assigned,
             cursor: KeyCursor::default(),
             lookahead: Vec::new(),
             lookahead_pos: 0,
+            unreported: Vec::new(),
             sent_through,
             scratch,
         })
@@ -357,6 +392,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         Capacity {
             buffered: self.buffered,
             max_buffered: self.config.max_buffered,
+            queued_bytes: self.config.max_bytes.map(|_| self.queued_bytes),
+            max_bytes: self.config.max_bytes,
             in_flight: self.slots.len(),
             pubrel_pending: self
                 .slots
@@ -371,66 +408,10 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         self.buffered == 0 && self.slots.is_empty()
     }
 
-    /// Stores `msg` under the next sequence number; returns when it is durable. `now` is the
-    /// caller's timestamp, used for the TTL. Topic, payload, QoS, retain and properties are
-    /// taken from `msg`; packet id, DUP, sequence and expiry are set by the outbox.
-    ///
-    /// Power loss: before it returns the message may or may not be stored; after `Ok` it is.
-    pub async fn publish(&mut self, msg: &Publish<'_>, now: u64) -> Result<Receipt, OutboxError<P::FlashError>> {
-        if msg.qos == QoS::AtMostOnce && !self.config.persist_qos0 {
-            return Ok(Receipt::NotPersisted);
-        }
-        let mut record = *msg;
-        record.sequence = self.next_sequence;
-        record.packet_id = 0;
-        record.dup = false;
-        record.expires_at = self.config.ttl.map(|ttl| now.saturating_add(ttl));
-        let len = Record::Publish(record)
-            .encode(&mut self.scratch)
-            .map_err(OutboxError::Encode)?
-            .len();
-        let mut dropped = None;
-        if self.buffered >= self.config.max_buffered {
-            match self.config.overflow {
-                OverflowPolicy::RejectNewest => {
-                    return Err(OutboxError::Full {
-                        buffered: self.buffered,
-                    });
-                }
-                OverflowPolicy::DropOldest => dropped = self.drop_oldest().await?,
-            }
-        }
-        let key = Key::command(record.sequence);
-        self.store.put(key, &[&self.scratch[..len]]).await?;
-        self.next_sequence = self.next_sequence.wrapping_add(1);
-        self.buffered += 1;
-        Ok(Receipt::Stored {
-            sequence: record.sequence,
-            dropped,
-        })
-    }
-
-    async fn drop_oldest(&mut self) -> Result<Option<u32>, OutboxError<P::FlashError>> {
-        let mut cursor = KeyCursor::default();
-        let mut keys = [Key::sent(0); LOOKAHEAD];
-        loop {
-            let n = self.store.keys(&mut cursor, &mut keys).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            if let Some(&key) = keys[..n].iter().find(|k| k.kind() == Kind::Command) {
-                self.store.remove(key).await?;
-                self.buffered -= 1;
-                // A dropped message that was in flight: its ack will be ignored.
-                self.slots
-                    .retain(|s| s.sequence != key.id() || !matches!(s.stage, Stage::AwaitAck { .. }));
-                if let Some(i) = self.assigned.iter().position(|&(seq, _)| seq == key.id()) {
-                    let (_, pid) = self.assigned.swap_remove(i);
-                    self.store.remove(Key::sent(pid)).await?;
-                }
-                return Ok(Some(key.id()));
-            }
-        }
+    /// A queued message of `len` record bytes left the queue.
+    fn unqueue(&mut self, len: u32) {
+        self.buffered = self.buffered.saturating_sub(1);
+        self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(len));
     }
 
     fn allocate_packet_id(&mut self) -> Result<u16, OutboxError<P::FlashError>> {
@@ -449,7 +430,16 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         loop {
             if let Some(&key) = self.lookahead.get(self.lookahead_pos) {
                 self.lookahead_pos += 1;
-                if key.kind() == Kind::Command {
+                // A message in flight listed again is skipped: when a write between two
+                // `keys()` calls makes compaction move a record, the store can list its key
+                // again, later (seen on a full store; docs/DESIGN.md section 17). Messages
+                // already done are gone from the store and skipped at the read.
+                let in_flight = || {
+                    self.slots
+                        .iter()
+                        .any(|s| s.sequence == key.id() && matches!(s.stage, Stage::AwaitAck { .. }))
+                };
+                if key.kind() == Kind::Command && !in_flight() {
                     return Ok(Some(key));
                 }
                 continue;
@@ -478,6 +468,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         buf: &'b mut [u8],
         mut dropped: impl FnMut(Dropped),
     ) -> Result<Option<Transmit<'b>>, OutboxError<P::FlashError>> {
+        self.report_unreported(&mut dropped);
         if let Some(slot) = self
             .slots
             .iter_mut()
@@ -512,7 +503,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             if p.expires_at.is_some_and(|at| now >= at) {
                 let (sequence, qos) = (p.sequence, p.qos);
                 self.store.remove(key).await?;
-                self.buffered -= 1;
+                self.unqueue(len as u32);
                 if qos == QoS::ExactlyOnce {
                     self.forget_assigned(sequence).await?;
                 }
@@ -526,7 +517,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             QoS::AtMostOnce => {
                 // Sent at most once: gone from the queue as soon as it is handed out.
                 self.store.remove_deferred(key).await?;
-                self.buffered -= 1;
+                self.unqueue(len as u32);
                 0
             }
             QoS::AtLeastOnce => self.allocate_packet_id()?,
@@ -544,7 +535,9 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                     .encode(&mut rec)
                     .map_err(OutboxError::Encode)?
                     .len();
-                    self.store.put(Key::sent(pid), &[&rec[..n]]).await?;
+                    let put = self.put_state(Key::sent(pid), &rec[..n], Some(sequence)).await;
+                    self.report_unreported(&mut dropped);
+                    put?;
                     self.assigned
                         .push((sequence, pid))
                         .map_err(|_| OutboxError::WindowTooSmall)?;
@@ -558,6 +551,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                     sequence,
                     packet_id,
                     stage: Stage::AwaitAck { qos },
+                    len: len as u32,
                 })
                 .map_err(|_| OutboxError::WindowTooSmall)?;
         }
@@ -596,7 +590,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             Err(e) => return Err(e.into()),
         }
         self.slots.swap_remove(i);
-        self.buffered = self.buffered.saturating_sub(1);
+        self.unqueue(slot.len);
         Ok(Some(slot.sequence))
     }
 
@@ -623,12 +617,13 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             .map_err(OutboxError::Encode)?
             .len();
         // Order matters for power loss: PUBREL state first, then the publish goes.
-        self.store.put(Key::pubrel(packet_id), &[&rec[..n]]).await?;
+        self.put_state(Key::pubrel(packet_id), &rec[..n], None).await?;
         match self.store.remove(Key::command(sequence)).await {
             Ok(()) | Err(Error::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        self.buffered = self.buffered.saturating_sub(1);
+        self.unqueue(self.slots[i].len);
+        self.slots[i].len = 0;
         self.forget_assigned(sequence).await?;
         self.slots[i].stage = Stage::AwaitComp { sent: true };
         Ok(Some(sequence))
@@ -684,7 +679,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             .encode(&mut rec)
             .map_err(OutboxError::Encode)?
             .len();
-        self.store.put(Key::received(packet_id), &[&rec[..n]]).await?;
+        self.put_state(Key::received(packet_id), &rec[..n], None).await?;
         Ok(())
     }
 
@@ -705,6 +700,20 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     }
 }
 
+/// The length of the record under `key`: read into `scratch`, or the size the store reports
+/// for a record larger than `scratch` (such a record fails later, at its transmission).
+async fn record_len<P: Persistence>(
+    store: &mut P,
+    key: Key,
+    scratch: &mut [u8],
+) -> Result<u32, OutboxError<P::FlashError>> {
+    match store.get(key, scratch).await {
+        Ok(v) => Ok(v.len() as u32),
+        Err(Error::BufferTooSmall { needed }) => Ok(needed as u32),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl<F: embedded_storage_async::nor_flash::NorFlash, const PAGES: usize, const W: usize, const BUF: usize>
     Outbox<crate::Store<F, PAGES>, W, BUF>
 {
@@ -716,303 +725,4 @@ impl<F: embedded_storage_async::nor_flash::NorFlash, const PAGES: usize, const W
 }
 
 #[cfg(test)]
-mod tests {
-    extern crate std;
-    use std::vec::Vec as StdVec;
-
-    use super::*;
-    use crate::flash::{SimFlash, block_on};
-    use crate::{Config, Store};
-
-    type Sim = SimFlash<4096, 16, 4, 4>;
-    type TestStore<'f> = Store<&'f mut Sim, 16>;
-    type Box8<'f> = Outbox<TestStore<'f>, 8, 256>;
-
-    fn mount(flash: &mut Sim) -> TestStore<'_> {
-        let mut store = block_on(Store::mount(flash, Config::new(512)))
-            .map_err(|e| e.1)
-            .unwrap();
-        block_on(store.open("dev", "tcp://b")).unwrap();
-        store
-    }
-
-    fn outbox<const W: usize>(flash: &mut Sim, config: OutboxConfig) -> Outbox<TestStore<'_>, W, 256> {
-        block_on(Outbox::restore(mount(flash), config)).unwrap()
-    }
-
-    fn msg(payload: &[u8], qos: QoS) -> Publish<'_> {
-        let mut p = Publish::new("t/x", payload);
-        p.qos = qos;
-        p
-    }
-
-    fn publish_n<const W: usize>(ob: &mut Outbox<TestStore<'_>, W, 256>, range: core::ops::Range<u32>, qos: QoS) {
-        for i in range {
-            let text = std::format!("{i}");
-            block_on(ob.publish(&msg(text.as_bytes(), qos), 0)).unwrap();
-        }
-    }
-
-    /// (sequence, packet id, dup, payload as number) of the next publish.
-    fn next<const W: usize>(ob: &mut Outbox<TestStore<'_>, W, 256>, now: u64) -> Option<(u32, u16, bool, u32)> {
-        let mut buf = [0u8; 256];
-        match block_on(ob.next_transmit(now, &mut buf, |_| {})).unwrap() {
-            Some(Transmit::Publish(p)) => {
-                let n = core::str::from_utf8(p.payload).unwrap().parse().unwrap();
-                Some((p.sequence, p.packet_id, p.dup, n))
-            }
-            Some(Transmit::PubRel { .. }) => panic!("unexpected PUBREL"),
-            None => None,
-        }
-    }
-
-    #[test]
-    fn offline_messages_survive_a_reboot_in_order_and_the_sequence_continues() {
-        let mut flash = Sim::boxed();
-        {
-            let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(1000));
-            publish_n(&mut ob, 0..100, QoS::AtLeastOnce);
-            assert_eq!(ob.capacity().buffered, 100);
-        }
-        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(1000));
-        assert_eq!(ob.capacity().buffered, 100);
-        assert_eq!(ob.next_sequence(), 100);
-        let mut seen = StdVec::new();
-        while let Some((seq, pid, dup, n)) = next(&mut ob, 0) {
-            assert_eq!(seq, n);
-            // Only the first W may have been in flight before the reboot.
-            assert_eq!(dup, seq < 8, "seq {seq}");
-            seen.push(seq);
-            assert_eq!(block_on(ob.on_puback(pid)).unwrap(), Some(seq));
-        }
-        assert_eq!(seen, (0..100).collect::<StdVec<_>>());
-        assert!(ob.is_idle());
-        publish_n(&mut ob, 0..1, QoS::AtLeastOnce);
-        assert_eq!(next(&mut ob, 0).unwrap().0, 100);
-    }
-
-    #[test]
-    fn window_bounds_in_flight_and_out_of_order_acks_are_handled() {
-        let mut flash = Sim::boxed();
-        let mut ob: Outbox<_, 4, 256> = outbox(&mut flash, OutboxConfig::new(1000));
-        publish_n(&mut ob, 0..20, QoS::AtLeastOnce);
-        let mut inflight: StdVec<(u32, u16)> = (0..4).map(|_| next(&mut ob, 0).map(|t| (t.0, t.1)).unwrap()).collect();
-        assert_eq!(inflight.iter().map(|t| t.0).collect::<StdVec<_>>(), [0, 1, 2, 3]);
-        assert_eq!(next(&mut ob, 0), None, "window of 4 is full");
-        let mut order = StdVec::new();
-        let mut acked = 0;
-        while acked < 20 {
-            // Acknowledge the newest first: reverse order.
-            let (seq, pid) = inflight.pop().unwrap();
-            assert_eq!(block_on(ob.on_puback(pid)).unwrap(), Some(seq));
-            assert_eq!(block_on(ob.on_puback(pid)).unwrap(), None, "second ack is ignored");
-            acked += 1;
-            while let Some((s, p, dup, _)) = next(&mut ob, 0) {
-                assert!(!dup);
-                order.push(s);
-                inflight.insert(0, (s, p));
-            }
-        }
-        assert_eq!(order, (4..20).collect::<StdVec<_>>());
-        assert!(ob.is_idle());
-    }
-
-    #[test]
-    fn connection_loss_resends_unacknowledged_with_dup() {
-        let mut flash = Sim::boxed();
-        let mut ob: Outbox<_, 4, 256> = outbox(&mut flash, OutboxConfig::new(1000));
-        publish_n(&mut ob, 0..10, QoS::AtLeastOnce);
-        let sent: StdVec<_> = (0..4).map(|_| next(&mut ob, 0).unwrap()).collect();
-        block_on(ob.on_puback(sent[1].1)).unwrap();
-        block_on(ob.on_puback(sent[3].1)).unwrap();
-        ob.on_connection_lost();
-        let resent: StdVec<_> = (0..4).map(|_| next(&mut ob, 0).unwrap()).collect();
-        assert_eq!(
-            resent.iter().map(|t| (t.0, t.2)).collect::<StdVec<_>>(),
-            [(0, true), (2, true), (4, false), (5, false)]
-        );
-    }
-
-    #[test]
-    fn overflow_reject_newest_keeps_the_oldest() {
-        let mut flash = Sim::boxed();
-        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(100));
-        let mut rejected = 0;
-        for i in 0..150u32 {
-            let text = std::format!("{i}");
-            match block_on(ob.publish(&msg(text.as_bytes(), QoS::AtLeastOnce), 0)) {
-                Ok(Receipt::Stored { dropped: None, .. }) => assert!(i < 100),
-                Err(OutboxError::Full { buffered: 100 }) => rejected += 1,
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(rejected, 50);
-        let mut n = 0;
-        while let Some((_, pid, _, payload)) = next(&mut ob, 0) {
-            assert_eq!(payload, n);
-            block_on(ob.on_puback(pid)).unwrap();
-            n += 1;
-        }
-        assert_eq!(n, 100);
-    }
-
-    #[test]
-    fn overflow_drop_oldest_reports_what_it_dropped() {
-        let mut flash = Sim::boxed();
-        let mut config = OutboxConfig::new(100);
-        config.overflow = OverflowPolicy::DropOldest;
-        let mut ob: Box8 = outbox(&mut flash, config);
-        let mut dropped = StdVec::new();
-        for i in 0..150u32 {
-            let text = std::format!("{i}");
-            match block_on(ob.publish(&msg(text.as_bytes(), QoS::AtLeastOnce), 0)).unwrap() {
-                Receipt::Stored { dropped: Some(d), .. } => dropped.push(d),
-                Receipt::Stored { dropped: None, .. } => assert!(i < 100),
-                Receipt::NotPersisted => panic!(),
-            }
-        }
-        assert_eq!(dropped, (0..50).collect::<StdVec<_>>());
-        assert_eq!(ob.capacity().buffered, 100);
-        let mut got = StdVec::new();
-        while let Some((_, pid, _, payload)) = next(&mut ob, 0) {
-            got.push(payload);
-            block_on(ob.on_puback(pid)).unwrap();
-        }
-        assert_eq!(got, (50..150).collect::<StdVec<_>>());
-    }
-
-    #[test]
-    fn expired_messages_are_dropped_at_replay_and_reported() {
-        let mut flash = Sim::boxed();
-        let mut config = OutboxConfig::new(100);
-        config.ttl = Some(10);
-        let mut ob: Box8 = outbox(&mut flash, config);
-        for (i, t) in [(0u32, 0u64), (1, 5), (2, 0), (3, 8)] {
-            let text = std::format!("{i}");
-            block_on(ob.publish(&msg(text.as_bytes(), QoS::AtLeastOnce), t)).unwrap();
-        }
-        let mut buf = [0u8; 256];
-        let mut expired = StdVec::new();
-        let mut sent = StdVec::new();
-        while let Some(Transmit::Publish(p)) = block_on(ob.next_transmit(12, &mut buf, |d| expired.push(d))).unwrap() {
-            sent.push(p.sequence);
-        }
-        assert_eq!(sent, [1, 3]);
-        assert_eq!(
-            expired,
-            [Dropped::Expired { sequence: 0 }, Dropped::Expired { sequence: 2 }]
-        );
-        assert_eq!(ob.capacity().buffered, 2);
-    }
-
-    #[test]
-    fn qos0_is_not_persisted_unless_asked_and_then_sent_once() {
-        let mut flash = Sim::boxed();
-        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-        assert_eq!(
-            block_on(ob.publish(&msg(b"0", QoS::AtMostOnce), 0)),
-            Ok(Receipt::NotPersisted)
-        );
-        assert!(ob.is_idle());
-        let mut config = OutboxConfig::new(10);
-        config.persist_qos0 = true;
-        drop(ob);
-        let mut ob: Box8 = outbox(&mut flash, config);
-        publish_n(&mut ob, 0..3, QoS::AtMostOnce);
-        let sent: StdVec<_> = core::iter::from_fn(|| next(&mut ob, 0)).collect();
-        assert_eq!(
-            sent.iter().map(|t| (t.0, t.1)).collect::<StdVec<_>>(),
-            [(0, 0), (1, 0), (2, 0)]
-        );
-        assert!(ob.is_idle());
-        assert_eq!(ob.capacity().in_flight, 0);
-    }
-
-    #[test]
-    fn qos2_reboot_between_pubrec_and_pubcomp_resumes_with_pubrel() {
-        let mut flash = Sim::boxed();
-        let pid;
-        {
-            let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-            publish_n(&mut ob, 0..2, QoS::ExactlyOnce);
-            let first = next(&mut ob, 0).unwrap();
-            pid = first.1;
-            assert_eq!(block_on(ob.on_pubrec(pid)).unwrap(), Some(0));
-            assert_eq!(ob.capacity().pubrel_pending, 1);
-            // Power cut: nothing flushed.
-            let _ = ob.into_store_unflushed();
-        }
-        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-        assert_eq!(ob.capacity().buffered, 1, "the PUBREC'd message is gone from the queue");
-        let mut buf = [0u8; 256];
-        assert_eq!(
-            block_on(ob.next_transmit(0, &mut buf, |_| {})).unwrap(),
-            Some(Transmit::PubRel { packet_id: pid })
-        );
-        // The second message is sent once, not the first again.
-        let second = next(&mut ob, 0).unwrap();
-        assert_eq!(second.0, 1);
-        assert_eq!(next(&mut ob, 0), None);
-        assert_eq!(block_on(ob.on_pubcomp(pid)).unwrap(), Some(0));
-        block_on(ob.on_pubrec(second.1)).unwrap();
-        block_on(ob.on_pubcomp(second.1)).unwrap();
-        assert!(ob.is_idle());
-        drop(ob);
-        let ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-        assert!(ob.is_idle());
-    }
-
-    #[test]
-    fn qos2_reboot_before_pubrec_reuses_the_packet_id_with_dup() {
-        let mut flash = Sim::boxed();
-        let first;
-        {
-            let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-            publish_n(&mut ob, 0..1, QoS::ExactlyOnce);
-            first = next(&mut ob, 0).unwrap();
-            assert!(!first.2);
-        }
-        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-        let again = next(&mut ob, 0).unwrap();
-        assert_eq!((again.0, again.1, again.2), (first.0, first.1, true));
-    }
-
-    #[test]
-    fn inbound_qos2_is_delivered_once_across_a_reboot() {
-        let mut flash = Sim::boxed();
-        {
-            let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-            assert_eq!(block_on(ob.inbound_publish(7)).unwrap(), Inbound::Deliver);
-            block_on(ob.inbound_delivered(7)).unwrap();
-        }
-        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-        assert!(ob.is_idle(), "inbound state is not outgoing work");
-        assert_eq!(block_on(ob.inbound_publish(7)).unwrap(), Inbound::Duplicate);
-        block_on(ob.inbound_pubrel(7)).unwrap();
-        assert_eq!(block_on(ob.inbound_publish(7)).unwrap(), Inbound::Deliver);
-    }
-
-    #[test]
-    fn a_garbage_record_is_a_typed_error() {
-        let mut flash = Sim::boxed();
-        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(10));
-        let mut store = ob.into_store_unflushed();
-        block_on(store.put(Key::command(0), &[b"\x01\x00\xff\xff\xff"])).unwrap();
-        ob = block_on(Outbox::restore(store, OutboxConfig::new(10))).unwrap();
-        let mut buf = [0u8; 256];
-        assert!(matches!(
-            block_on(ob.next_transmit(0, &mut buf, |_| {})),
-            Err(OutboxError::Decode { key, .. }) if key == Key::command(0)
-        ));
-    }
-
-    #[test]
-    fn capacity_reports_bytes_free() {
-        let mut flash = Sim::boxed();
-        let mut ob: Box8 = outbox(&mut flash, OutboxConfig::new(100));
-        let before = ob.bytes_free();
-        publish_n(&mut ob, 0..10, QoS::AtLeastOnce);
-        assert!(ob.bytes_free() < before);
-        assert_eq!(ob.capacity().max_buffered, 100);
-    }
-}
+mod tests;
