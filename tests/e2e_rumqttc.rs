@@ -423,11 +423,13 @@ fn b_connection_resets_every_50_messages_lose_nothing() {
             // A publish of "e2e/b" with a reading is 13..15 bytes on the wire.
             faults.reset_after_bytes.store(50 * 14, Ordering::Relaxed);
             let proxy = start_proxy(broker.addr, faults.clone()).await;
+            // A recording tap in front of it: what the device put on each connection.
+            let tap = raw::start_cut_proxy(proxy, 0, 0).await;
             let received = raw::subscribe(broker.addr, "check-b", "e2e/b", 1).await;
             let flash = SharedFlash::new();
             let boot = device(
                 &flash,
-                proxy,
+                tap.addr,
                 "dev-b",
                 "e2e/b",
                 OutboxConfig::new(5000),
@@ -445,6 +447,22 @@ fn b_connection_resets_every_50_messages_lose_nothing() {
             let (first, dups) = analyse(&got);
             assert_eq!(first, (0..2000).collect::<Vec<_>>(), "none lost, first occurrences in order");
             assert!(dups.is_subset(&boot.resent), "duplicates only of resent messages: {dups:?}");
+            // One source of replay: rumqttc's own `pending` replay would put a message on a
+            // connection a second time (its old packet id beside the outbox's resend).
+            let wire = tap.publishes.lock().unwrap().clone();
+            let mut per_connection = HashSet::new();
+            for (conn, payload) in &wire {
+                assert!(
+                    per_connection.insert((*conn, payload.clone())),
+                    "reading {} sent twice on connection {conn}",
+                    String::from_utf8_lossy(payload)
+                );
+            }
+            let on_wire = wire.len();
+            assert!(on_wire >= 2000 && on_wire <= 2000 + resets as usize * W, "{on_wire} publishes on the wire");
+            eprintln!(
+                "(b) {on_wire} publishes on the wire, none twice on one connection"
+            );
             eprintln!(
                 "(b) 2,000 with a reset every ~50: {resets} resets, {} connects, {} received, {} duplicates, {} resent, {:?}",
                 boot.stats.connects,

@@ -159,10 +159,20 @@ pub async fn subscribe(broker: SocketAddr, client_id: &str, topic: &str, qos: u8
 /// A proxy on 127.0.0.1 that forwards whole MQTT packets and, at the `cut_at`-th client packet
 /// of type `kind` (upper nibble, counted over all connections), drops that packet, closes
 /// the connection and refuses new ones until `down` is cleared.
+/// `cut_at` 0: never cut (a recording tap). Every PUBLISH from the client is logged as
+/// (connection number, payload).
 pub struct CutProxy {
     pub addr: SocketAddr,
     pub down: Arc<AtomicBool>,
     pub seen: Arc<AtomicU64>,
+    pub publishes: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+}
+
+/// The payload of a PUBLISH body.
+fn publish_payload(first: u8, body: &[u8]) -> Option<Vec<u8>> {
+    let tlen = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
+    let at = 2 + tlen + if (first >> 1) & 3 > 0 { 2 } else { 0 };
+    body.get(at..).map(<[u8]>::to_vec)
 }
 
 pub async fn start_cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64) -> CutProxy {
@@ -170,9 +180,10 @@ pub async fn start_cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64) -> Cut
     let addr = listener.local_addr().unwrap();
     let down = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicU64::new(0));
-    let (d, s) = (down.clone(), seen.clone());
+    let publishes = Arc::new(Mutex::new(Vec::new()));
+    let (d, s, log) = (down.clone(), seen.clone(), publishes.clone());
     tokio::spawn(async move {
-        loop {
+        for conn in 0u64.. {
             let Ok((client, _)) = listener.accept().await else {
                 continue;
             };
@@ -183,7 +194,7 @@ pub async fn start_cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64) -> Cut
             let Ok(server) = TcpStream::connect(upstream).await else {
                 continue;
             };
-            let (d, s) = (d.clone(), s.clone());
+            let (d, s, log) = (d.clone(), s.clone(), log.clone());
             tokio::spawn(async move {
                 let (mut cr, cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
@@ -192,6 +203,11 @@ pub async fn start_cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64) -> Cut
                         if first >> 4 == kind && s.fetch_add(1, Ordering::Relaxed) + 1 == cut_at {
                             d.store(true, Ordering::Relaxed);
                             return;
+                        }
+                        if first >> 4 == 3 {
+                            if let Some(payload) = publish_payload(first, &body) {
+                                log.lock().unwrap().push((conn, payload));
+                            }
                         }
                         if sw.write_all(&packet(first, &body)).await.is_err() {
                             return;
@@ -206,7 +222,12 @@ pub async fn start_cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64) -> Cut
             });
         }
     });
-    CutProxy { addr, down, seen }
+    CutProxy {
+        addr,
+        down,
+        seen,
+        publishes,
+    }
 }
 
 async fn copy<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, mut w: W) {
