@@ -682,3 +682,136 @@ fn e_qos2_reboot_between_pubrec_and_pubcomp_delivers_once() {
         .expect("scenario (e) timed out");
     });
 }
+
+// ---------------------------------------------------------------- error paths (stand-in broker)
+
+/// One message queued on a fresh flash, and a driver for `addr`.
+async fn one_message(
+    client_id: &str,
+    addr: SocketAddr,
+    payload: &[u8],
+    settings: Settings,
+    tune: impl FnOnce(&mut rumqttc::MqttOptions),
+) -> (RumqttcOutbox<TestStore, W, BUF>, Driver<TestStore, W, BUF>, rumqttc::AsyncClient) {
+    let flash = SharedFlash::new();
+    let outbox: RumqttcOutbox<TestStore, W, BUF> =
+        RumqttcOutbox::restore(mount(&flash, client_id).await, OutboxConfig::new(10))
+            .await
+            .unwrap();
+    outbox.publish(&Publish::new("e2e/f", payload), 0).await.unwrap();
+    let mut opts = options(client_id, addr);
+    tune(&mut opts);
+    let (client, driver) = Driver::new(outbox.clone(), opts, 16, settings).unwrap();
+    (outbox, driver, client)
+}
+
+#[test]
+fn f_a_refused_connection_is_retried_with_backoff_then_a_typed_error() {
+    runtime().block_on(async {
+        // CONNACK return code 5: not authorized. Not a connection loss: no endless retry.
+        let fake = raw::start_fake_broker(5, true).await;
+        let mut s = settings();
+        s.max_client_errors = 4;
+        s.backoff_min = Duration::from_millis(20);
+        let (outbox, mut driver, _client) = one_message("dev-f", fake.addr, b"1", s, |_| {}).await;
+        let mut attempts = Vec::new();
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            driver.run(
+                now_ms,
+                |e| {
+                    if let Event::ClientError { attempt, .. } = e {
+                        attempts.push(attempt);
+                    }
+                },
+                false,
+            ),
+        )
+        .await
+        .expect("the driver must give up, not spin");
+        let elapsed = started.elapsed();
+        match result {
+            Err(Error::Client {
+                error: rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized),
+                attempts: 4,
+            }) => {}
+            other => panic!("expected a typed client error after 4 attempts: {other:?}"),
+        }
+        assert_eq!(attempts, [1, 2, 3, 4]);
+        assert_eq!(fake.connects.load(Ordering::Relaxed), 4, "one connection per attempt");
+        assert!(elapsed >= Duration::from_millis(20 + 40 + 80), "backoff between attempts: {elapsed:?}");
+        assert_eq!(outbox.capacity().await.unwrap().buffered, 1, "the message is still on flash");
+        eprintln!("(f) refused connection: 4 attempts, typed error after {elapsed:?}");
+    });
+}
+
+#[test]
+fn g_a_message_rumqttc_refuses_to_send_ends_in_a_typed_error_and_stays_queued() {
+    runtime().block_on(async {
+        let fake = raw::start_fake_broker(0, true).await;
+        let mut s = settings();
+        s.max_client_errors = 3;
+        // rumqttc refuses to encode a packet above its outgoing limit: each connection fails
+        // on the same message at the head of the queue.
+        let (outbox, mut driver, _client) =
+            one_message("dev-g", fake.addr, &[b'7'; 200], s, |o| {
+                o.set_max_packet_size(10 * 1024, 100);
+            })
+            .await;
+        let result = tokio::time::timeout(Duration::from_secs(10), driver.run(now_ms, |_| {}, false))
+            .await
+            .expect("the driver must give up, not spin");
+        match result {
+            Err(Error::Client {
+                error:
+                    rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                        rumqttc::Error::OutgoingPacketTooLarge { max: 100, .. },
+                    )),
+                attempts: 3,
+            }) => {}
+            other => panic!("expected OutgoingPacketTooLarge after 3 attempts: {other:?}"),
+        }
+        assert_eq!(fake.connects.load(Ordering::Relaxed), 3);
+        assert!(fake.publishes.lock().unwrap().is_empty(), "nothing reached the broker");
+        assert_eq!(outbox.capacity().await.unwrap().buffered, 1, "the message is still on flash");
+        eprintln!("(g) packet too large: typed error after 3 connections, message kept");
+    });
+}
+
+#[test]
+fn h_an_unacknowledged_publish_times_out_and_is_resent_with_dup() {
+    runtime().block_on(async {
+        // The stand-in broker never answers PUBLISH (but answers PINGREQ).
+        let fake = raw::start_fake_broker(0, false).await;
+        let mut s = settings();
+        s.ack_timeout = Duration::from_millis(300);
+        let (outbox, mut driver, _client) = one_message("dev-h", fake.addr, b"42", s, |o| {
+            o.set_keep_alive(Duration::from_secs(1));
+        })
+        .await;
+        let mut timeouts = Vec::new();
+        let resent = async {
+            while fake.publishes.lock().unwrap().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::select! {
+                r = driver.run(now_ms, |e| if let Event::AckTimeout { sequence } = e { timeouts.push(sequence) }, false) => panic!("driver ended: {r:?}"),
+                () = resent => {}
+            }
+        })
+        .await
+        .expect("no resend after the acknowledgement timeout");
+        let log = fake.publishes.lock().unwrap().clone();
+        assert_eq!(timeouts, [Some(0)]);
+        assert_eq!(log[0].0 + 1, log[1].0, "resent on the next connection");
+        assert_eq!((log[0].1 & 0x08, log[1].1 & 0x08), (0, 0x08), "first without DUP, then with");
+        assert_eq!((&log[0].2[..], &log[1].2[..]), (&b"42"[..], &b"42"[..]));
+        assert_eq!(driver.stats().ack_timeouts, 1);
+        assert_eq!(outbox.capacity().await.unwrap().buffered, 1);
+        eprintln!("(h) ack timeout: resent with DUP on a new connection after {:?}", started.elapsed());
+    });
+}

@@ -243,3 +243,62 @@ async fn copy<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, mut w: W) 
         }
     }
 }
+
+/// A stand-in broker on 127.0.0.1 for the error paths: answers CONNECT with a CONNACK of
+/// `connack_code` (closing the connection if it is not 0), PINGREQ with PINGRESP, and QoS 1
+/// PUBLISH with PUBACK if `ack`. Logs (connection number, first byte, payload) of every PUBLISH.
+pub struct FakeBroker {
+    pub addr: SocketAddr,
+    pub connects: Arc<AtomicU64>,
+    pub publishes: Arc<Mutex<Vec<(u64, u8, Vec<u8>)>>>,
+}
+
+pub async fn start_fake_broker(connack_code: u8, ack: bool) -> FakeBroker {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connects = Arc::new(AtomicU64::new(0));
+    let publishes = Arc::new(Mutex::new(Vec::new()));
+    let (c, log) = (connects.clone(), publishes.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let conn = c.fetch_add(1, Ordering::Relaxed);
+            let log = log.clone();
+            tokio::spawn(async move {
+                let Some((first, _)) = read_packet(&mut stream).await else {
+                    return;
+                };
+                assert_eq!(first >> 4, 1, "CONNECT first");
+                if stream.write_all(&[0x20, 2, 0, connack_code]).await.is_err() || connack_code != 0 {
+                    return;
+                }
+                while let Some((first, body)) = read_packet(&mut stream).await {
+                    let reply = match first >> 4 {
+                        3 => {
+                            let q = (first >> 1) & 3;
+                            if let Some(payload) = publish_payload(first, &body) {
+                                log.lock().unwrap().push((conn, first, payload));
+                            }
+                            let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
+                            (ack && q == 1).then(|| packet(0x40, &body[2 + tlen..4 + tlen]))
+                        }
+                        12 => Some(vec![0xd0, 0]),
+                        _ => None,
+                    };
+                    if let Some(reply) = reply {
+                        if stream.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    FakeBroker {
+        addr,
+        connects,
+        publishes,
+    }
+}
