@@ -33,7 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = args.get(2).cloned().unwrap_or_else(|| "gateway-rumqttc.img".into());
     let client_id = args.get(3).cloned().unwrap_or_else(|| "mqtt-persist-gateway".into());
     let count: Option<u64> = args.get(4).map(|c| c.parse()).transpose()?;
-    let addr = broker.to_socket_addrs()?.next().ok_or("broker address does not resolve")?;
+    let addr = broker
+        .to_socket_addrs()?
+        .next()
+        .ok_or("broker address does not resolve")?;
     let topic = format!("gateways/{client_id}/reading");
     let boot = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
 

@@ -9,10 +9,10 @@
 //! rumqttd in process instead. Every wait is bounded; a scenario that stalls fails on its
 //! hard timeout. The driver runs in a `tokio::spawn`ed task on a multi-threaded runtime.
 
-#[path = "../examples/support/tcp.rs"]
-mod support;
 #[path = "support/raw_mqtt.rs"]
 mod raw;
+#[path = "../examples/support/tcp.rs"]
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -510,7 +510,17 @@ fn c_overflow_policies_apply_exactly() {
                     }
                 };
                 faults.down.store(false, Ordering::Relaxed);
-                let online = device(&flash, proxy, &dev, topic, config, 0..0, Drain::UntilIdle, QoS::AtLeastOnce).await;
+                let online = device(
+                    &flash,
+                    proxy,
+                    &dev,
+                    topic,
+                    config,
+                    0..0,
+                    Drain::UntilIdle,
+                    QoS::AtLeastOnce,
+                )
+                .await;
                 assert!(online.idle);
                 assert_eq!(online.stats.delivered, 100);
                 wait_for(&received, 100, Duration::from_secs(20)).await;
@@ -630,9 +640,8 @@ fn e_qos2_reboot_between_pubrec_and_pubcomp_delivers_once() {
                 // Reboot once the PUBREL state of reading 5 is durable and the link is gone.
                 task.await.unwrap();
                 drop(client);
-                let l = log.lock().unwrap();
-                let out = (proxy.down.load(Ordering::Relaxed), l.received.clone());
-                drop(l);
+                let received = log.lock().unwrap().received.clone();
+                let out = (proxy.down.load(Ordering::Relaxed), received);
                 shut_down(outbox).await;
                 out
             };
@@ -692,7 +701,11 @@ async fn one_message(
     payload: &[u8],
     settings: Settings,
     tune: impl FnOnce(&mut rumqttc::MqttOptions),
-) -> (RumqttcOutbox<TestStore, W, BUF>, Driver<TestStore, W, BUF>, rumqttc::AsyncClient) {
+) -> (
+    RumqttcOutbox<TestStore, W, BUF>,
+    Driver<TestStore, W, BUF>,
+    rumqttc::AsyncClient,
+) {
     let flash = SharedFlash::new();
     let outbox: RumqttcOutbox<TestStore, W, BUF> =
         RumqttcOutbox::restore(mount(&flash, client_id).await, OutboxConfig::new(10))
@@ -732,16 +745,24 @@ fn f_a_refused_connection_is_retried_with_backoff_then_a_typed_error() {
         .expect("the driver must give up, not spin");
         let elapsed = started.elapsed();
         match result {
-            Err(Error::Client {
-                error: rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized),
-                attempts: 4,
-            }) => {}
+            Err(Error::Client { error, attempts: 4 })
+                if matches!(
+                    *error,
+                    rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized)
+                ) => {}
             other => panic!("expected a typed client error after 4 attempts: {other:?}"),
         }
         assert_eq!(attempts, [1, 2, 3, 4]);
         assert_eq!(fake.connects.load(Ordering::Relaxed), 4, "one connection per attempt");
-        assert!(elapsed >= Duration::from_millis(20 + 40 + 80), "backoff between attempts: {elapsed:?}");
-        assert_eq!(outbox.capacity().await.unwrap().buffered, 1, "the message is still on flash");
+        assert!(
+            elapsed >= Duration::from_millis(20 + 40 + 80),
+            "backoff between attempts: {elapsed:?}"
+        );
+        assert_eq!(
+            outbox.capacity().await.unwrap().buffered,
+            1,
+            "the message is still on flash"
+        );
         eprintln!("(f) refused connection: 4 attempts, typed error after {elapsed:?}");
     });
 }
@@ -754,27 +775,30 @@ fn g_a_message_rumqttc_refuses_to_send_ends_in_a_typed_error_and_stays_queued() 
         s.max_client_errors = 3;
         // rumqttc refuses to encode a packet above its outgoing limit: each connection fails
         // on the same message at the head of the queue.
-        let (outbox, mut driver, _client) =
-            one_message("dev-g", fake.addr, &[b'7'; 200], s, |o| {
-                o.set_max_packet_size(10 * 1024, 100);
-            })
-            .await;
+        let (outbox, mut driver, _client) = one_message("dev-g", fake.addr, &[b'7'; 200], s, |o| {
+            o.set_max_packet_size(10 * 1024, 100);
+        })
+        .await;
         let result = tokio::time::timeout(Duration::from_secs(10), driver.run(now_ms, |_| {}, false))
             .await
             .expect("the driver must give up, not spin");
         match result {
-            Err(Error::Client {
-                error:
+            Err(Error::Client { error, attempts: 3 })
+                if matches!(
+                    *error,
                     rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
                         rumqttc::Error::OutgoingPacketTooLarge { max: 100, .. },
-                    )),
-                attempts: 3,
-            }) => {}
+                    ))
+                ) => {}
             other => panic!("expected OutgoingPacketTooLarge after 3 attempts: {other:?}"),
         }
         assert_eq!(fake.connects.load(Ordering::Relaxed), 3);
         assert!(fake.publishes.lock().unwrap().is_empty(), "nothing reached the broker");
-        assert_eq!(outbox.capacity().await.unwrap().buffered, 1, "the message is still on flash");
+        assert_eq!(
+            outbox.capacity().await.unwrap().buffered,
+            1,
+            "the message is still on flash"
+        );
         eprintln!("(g) packet too large: typed error after 3 connections, message kept");
     });
 }

@@ -85,6 +85,7 @@
 //! outbox.publish(&Publish::new("plant/temp", b"21.5"), now()).await?;
 //! ```
 
+use std::boxed::Box;
 use std::collections::HashMap;
 use std::fmt::{self, Debug};
 use std::string::{String, ToString};
@@ -113,7 +114,7 @@ pub enum Error<E> {
     /// [`Settings::max_client_errors`] attempts.
     Client {
         /// The last error.
-        error: ConnectionError,
+        error: Box<ConnectionError>,
         /// Consecutive attempts that failed with a client error.
         attempts: u32,
     },
@@ -221,7 +222,10 @@ where
 
     /// Runs `f` on the outbox, on the blocking pool. Cancelling the returned future does not
     /// cancel `f`.
-    pub async fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Outbox<P, W, BUF>) -> R + Send + 'static) -> Res<R, P> {
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Outbox<P, W, BUF>) -> R + Send + 'static,
+    ) -> Res<R, P> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let mut outbox = shared.outbox.lock().map_err(|_| Error::Poisoned)?;
@@ -601,7 +605,9 @@ where
                         since,
                     };
                     self.flights.insert(packet_id, flight);
-                    self.eventloop.pending.push_back(Request::PubRel(PubRel::new(packet_id)));
+                    self.eventloop
+                        .pending
+                        .push_back(Request::PubRel(PubRel::new(packet_id)));
                 }
             }
         }
@@ -716,7 +722,7 @@ where
         });
         if self.client_errors >= self.settings.max_client_errors {
             return Err(Error::Client {
-                error,
+                error: Box::new(error),
                 attempts: self.client_errors,
             });
         }
@@ -775,19 +781,21 @@ mod tests {
     fn connection_losses_are_told_from_client_errors() {
         let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert!(is_connection_loss(&ConnectionError::Io(io())));
-        assert!(is_connection_loss(&ConnectionError::MqttState(StateError::ConnectionAborted)));
-        assert!(is_connection_loss(&ConnectionError::MqttState(StateError::Deserialization(
-            ::rumqttc::Error::Io(io())
-        ))));
+        assert!(is_connection_loss(&ConnectionError::MqttState(
+            StateError::ConnectionAborted
+        )));
+        assert!(is_connection_loss(&ConnectionError::MqttState(
+            StateError::Deserialization(::rumqttc::Error::Io(io()))
+        )));
         assert!(is_connection_loss(&ConnectionError::ConnectionRefused(
             ConnectReturnCode::ServiceUnavailable
         )));
         assert!(!is_connection_loss(&ConnectionError::ConnectionRefused(
             ConnectReturnCode::NotAuthorized
         )));
-        assert!(!is_connection_loss(&ConnectionError::MqttState(StateError::Deserialization(
-            ::rumqttc::Error::OutgoingPacketTooLarge { pkt_size: 9, max: 8 }
-        ))));
+        assert!(!is_connection_loss(&ConnectionError::MqttState(
+            StateError::Deserialization(::rumqttc::Error::OutgoingPacketTooLarge { pkt_size: 9, max: 8 })
+        )));
         assert!(!is_connection_loss(&ConnectionError::RequestsDone));
     }
 
@@ -801,7 +809,10 @@ mod tests {
         let Request::Publish(r) = to_request(&p) else {
             panic!("not a publish");
         };
-        assert_eq!((r.pkid, r.dup, r.retain, r.qos), (40_000, true, true, ::rumqttc::QoS::ExactlyOnce));
+        assert_eq!(
+            (r.pkid, r.dup, r.retain, r.qos),
+            (40_000, true, true, ::rumqttc::QoS::ExactlyOnce)
+        );
         assert_eq!((r.topic.as_str(), &r.payload[..]), ("a/b", &b"x"[..]));
     }
 }

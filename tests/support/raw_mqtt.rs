@@ -11,6 +11,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A log shared with a spawned task.
+pub type Shared<T> = Arc<Mutex<Vec<T>>>;
+
 fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
     loop {
         let mut byte = (n % 128) as u8;
@@ -165,7 +168,7 @@ pub struct CutProxy {
     pub addr: SocketAddr,
     pub down: Arc<AtomicBool>,
     pub seen: Arc<AtomicU64>,
-    pub publishes: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+    pub publishes: Shared<(u64, Vec<u8>)>,
 }
 
 /// The payload of a PUBLISH body.
@@ -250,7 +253,7 @@ async fn copy<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, mut w: W) 
 pub struct FakeBroker {
     pub addr: SocketAddr,
     pub connects: Arc<AtomicU64>,
-    pub publishes: Arc<Mutex<Vec<(u64, u8, Vec<u8>)>>>,
+    pub publishes: Shared<(u64, u8, Vec<u8>)>,
 }
 
 pub async fn start_fake_broker(connack_code: u8, ack: bool) -> FakeBroker {
