@@ -14,8 +14,8 @@
 //!   ([`Outbox::on_pubrec`], the PUBREL state made durable) and `Incoming::PubComp`
 //!   ([`Outbox::on_pubcomp`]). rumqttc indexes its in-flight tables by packet id up to its
 //!   `inflight` setting, so [`Driver::new`] sets it to `u16::MAX`: every id the outbox can
-//!   allocate is valid (rumqttc then preallocates its table of 65,536 in-flight slots, about
-//!   5 MB; the outbox window `W`, not rumqttc, limits what is in flight).
+//!   allocate is valid (rumqttc then preallocates its table of 65,536 in-flight slots of
+//!   64 bytes, 4 MiB of RAM; the outbox window `W`, not rumqttc, limits what is in flight).
 //! - **One source of replay.** After every connection error rumqttc moves its in-flight
 //!   publishes and PUBRELs into `pending` ([`EventLoop::clean`]); the driver removes them
 //!   again before the next connect and tells the outbox [`Outbox::on_connection_lost`], which

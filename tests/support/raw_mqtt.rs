@@ -74,7 +74,7 @@ impl Received {
     }
 }
 
-/// Connects straight to the broker (clean session, keepalive off), subscribes to `topic` at
+/// Connects straight to the broker (clean session, keepalive 30 s, PINGREQ every 10 s), subscribes to `topic` at
 /// `qos` and records every publish it gets; answers PUBACK, or PUBREC/PUBCOMP for QoS 2 (a
 /// QoS 2 redelivery of an id held until PUBREL is not recorded twice, as a receiver must).
 /// Returns once the SUBACK came (bounded: 10 s).
@@ -85,7 +85,7 @@ pub async fn subscribe(broker: SocketAddr, client_id: &str, topic: &str, qos: u8
     string(b"MQTT", &mut body);
     body.push(4);
     body.push(0x02);
-    body.extend_from_slice(&0u16.to_be_bytes());
+    body.extend_from_slice(&30u16.to_be_bytes());
     string(client_id.as_bytes(), &mut body);
     stream.write_all(&packet(0x10, &body)).await.unwrap();
     let (kind, body) = read_packet(&mut stream).await.expect("CONNACK");
@@ -98,10 +98,28 @@ pub async fn subscribe(broker: SocketAddr, client_id: &str, topic: &str, qos: u8
     let received = Received::default();
     let sink = received.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (mut reader, mut writer) = stream.into_split();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let pings = out_tx.clone();
+    tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            if pings.send(vec![0xc0, 0]).is_err() {
+                return;
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut tx = Some(tx);
         let mut held: HashSet<u16> = HashSet::new();
-        while let Some((first, body)) = read_packet(&mut stream).await {
+        while let Some((first, body)) = read_packet(&mut reader).await {
             match first >> 4 {
                 3 => {
                     let q = (first >> 1) & 3;
@@ -131,7 +149,7 @@ pub async fn subscribe(broker: SocketAddr, client_id: &str, topic: &str, qos: u8
                         }
                     };
                     if let Some(reply) = reply {
-                        if stream.write_all(&reply).await.is_err() {
+                        if out_tx.send(reply).is_err() {
                             return;
                         }
                     }
@@ -139,7 +157,7 @@ pub async fn subscribe(broker: SocketAddr, client_id: &str, topic: &str, qos: u8
                 6 => {
                     let pid = u16::from_be_bytes([body[0], body[1]]);
                     held.remove(&pid);
-                    if stream.write_all(&packet(0x70, &body[..2])).await.is_err() {
+                    if out_tx.send(packet(0x70, &body[..2])).is_err() {
                         return;
                     }
                 }
