@@ -2,374 +2,31 @@
 //! driven by `Driver`, the outbox on a simulated NOR flash, every outbox call on tokio's
 //! blocking pool) talks to the broker through a fault-injecting TCP proxy; a checking
 //! subscriber written here over raw TCP (tests/support/raw_mqtt.rs, not rumqttc) connects
-//! straight to the broker.
+//! straight to the broker. The gateway (one boot of the device) is in
+//! tests/support/rumqttc_gateway.rs.
 //!
 //! Each test starts its own mosquitto (free port, config in a temp dir, listener on
 //! 127.0.0.1; `apt-get install -y mosquitto`). `MQTT_BROKER=rumqttd` runs (a) to (d) against
 //! rumqttd in process instead. Every wait is bounded; a scenario that stalls fails on its
 //! hard timeout. The driver runs in a `tokio::spawn`ed task on a multi-threaded runtime.
 
+#[path = "support/rumqttc_gateway.rs"]
+mod gateway;
 #[path = "support/raw_mqtt.rs"]
 mod raw;
 #[path = "../examples/support/tcp.rs"]
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
-use mqtt_persist::adapter::rumqttc::{Driver, Error, Event, RumqttcOutbox, Settings, Stats};
-use mqtt_persist::flash::{BlockingFlash, SimFlash, block_on};
-use mqtt_persist::mqtt::{OutboxConfig, OutboxError, OverflowPolicy, Publish, QoS, Receipt};
-use mqtt_persist::{Config, Store};
-use raw::Received;
+use gateway::*;
+use mqtt_persist::adapter::rumqttc::{Driver, Error, Event, RumqttcOutbox, Settings};
+use mqtt_persist::mqtt::{OutboxConfig, OverflowPolicy, Publish, QoS};
 use support::{Faults, start_proxy};
-
-type Sim = SimFlash<4096, 64, 4, 4>;
-const PAGES: usize = 64;
-const W: usize = 8;
-const BUF: usize = 256;
-
-// ---------------------------------------------------------------- flash shared across boots
-
-/// The simulated flash behind a mutex, so it outlives each boot and the test can cut and
-/// restore its power; the store sees it through `BlockingFlash`.
-#[derive(Clone)]
-struct SharedFlash(Arc<Mutex<Box<Sim>>>);
-
-impl SharedFlash {
-    fn new() -> Self {
-        SharedFlash(Arc::new(Mutex::new(Sim::boxed())))
-    }
-    fn sim(&self) -> std::sync::MutexGuard<'_, Box<Sim>> {
-        self.0.lock().unwrap()
-    }
-}
-
-impl ErrorType for SharedFlash {
-    type Error = <Sim as ErrorType>::Error;
-}
-
-impl ReadNorFlash for SharedFlash {
-    const READ_SIZE: usize = <Sim as ReadNorFlash>::READ_SIZE;
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        ReadNorFlash::read(&mut **self.sim(), offset, bytes)
-    }
-    fn capacity(&self) -> usize {
-        ReadNorFlash::capacity(&**self.sim())
-    }
-}
-
-impl NorFlash for SharedFlash {
-    const WRITE_SIZE: usize = <Sim as NorFlash>::WRITE_SIZE;
-    const ERASE_SIZE: usize = <Sim as NorFlash>::ERASE_SIZE;
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        NorFlash::erase(&mut **self.sim(), from, to)
-    }
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        NorFlash::write(&mut **self.sim(), offset, bytes)
-    }
-}
-
-type TestStore = Store<BlockingFlash<SharedFlash>, PAGES>;
-
-async fn mount(flash: &SharedFlash, client_id: &str) -> TestStore {
-    let (flash, id) = (flash.clone(), client_id.to_string());
-    tokio::task::spawn_blocking(move || {
-        let mut store = block_on(Store::mount(BlockingFlash::new(flash), Config::new(BUF)))
-            .map_err(|e| e.1)
-            .unwrap();
-        block_on(store.open(&id, "tcp://e2e")).unwrap();
-        store
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits (bounded) until every blocking outbox call of this boot has finished, and drops the
-/// outbox: the next boot must not share the flash with a call still running.
-async fn shut_down<const N: usize>(mut outbox: RumqttcOutbox<TestStore, N, BUF>) {
-    let start = Instant::now();
-    loop {
-        match outbox.try_into_inner() {
-            Ok(inner) => {
-                drop(inner.into_store_unflushed());
-                return;
-            }
-            Err(back) => outbox = back,
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "outbox still shared");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-// ---------------------------------------------------------------- broker
-
-struct Broker {
-    addr: SocketAddr,
-    child: Option<std::process::Child>,
-    dir: Option<std::path::PathBuf>,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn rumqttd() -> bool {
-    std::env::var("MQTT_BROKER").as_deref() == Ok("rumqttd")
-}
-
-fn start_broker() -> Broker {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    if rumqttd() {
-        support::start_rumqttd(addr);
-        return Broker {
-            addr,
-            child: None,
-            dir: None,
-        };
-    }
-    let dir = std::env::temp_dir().join(format!("mqtt-persist-rumqttc-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest none\n"
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto cannot be started (apt-get install -y mosquitto)");
-    let broker = Broker {
-        addr,
-        child: Some(child),
-        dir: Some(dir),
-    };
-    support::wait_accepting(addr);
-    broker
-}
-
-/// Waits (bounded) until `want` distinct readings arrived, then a little longer for stray
-/// duplicates.
-async fn wait_for(received: &Received, want: usize, limit: Duration) {
-    let start = Instant::now();
-    while received.distinct() < want && start.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-}
-
-/// First occurrences in order, and the readings seen more than once.
-fn analyse(received: &[u32]) -> (Vec<u32>, HashSet<u32>) {
-    let mut seen = HashSet::new();
-    let mut first = Vec::new();
-    let mut dups = HashSet::new();
-    for &n in received {
-        if seen.insert(n) {
-            first.push(n);
-        } else {
-            dups.insert(n);
-        }
-    }
-    (first, dups)
-}
-
-fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-async fn wait_flag(flag: &AtomicBool) {
-    while !flag.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn settings() -> Settings {
-    Settings {
-        ack_timeout: Duration::from_secs(10),
-        max_client_errors: 5,
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(200),
-    }
-}
-
-fn options(client_id: &str, addr: SocketAddr) -> rumqttc::MqttOptions {
-    let mut o = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
-    o.set_keep_alive(Duration::from_secs(5));
-    o
-}
-
-// ---------------------------------------------------------------- device
-
-#[derive(Default)]
-struct Log {
-    /// Times each sequence number went on the wire, and whether it ever went with DUP.
-    sent: HashMap<u32, u32>,
-    dup: HashSet<u32>,
-    received: Vec<u32>,
-    connects: u32,
-}
-
-impl Log {
-    fn record(&mut self, e: &Event) {
-        match *e {
-            Event::Sent { sequence, dup, .. } => {
-                *self.sent.entry(sequence).or_default() += 1;
-                if dup {
-                    self.dup.insert(sequence);
-                }
-            }
-            Event::Received { sequence } => self.received.push(sequence),
-            Event::Connected { .. } => self.connects += 1,
-            _ => {}
-        }
-    }
-    fn resent(&self) -> HashSet<u32> {
-        self.sent
-            .iter()
-            .filter(|&(_, &n)| n > 1)
-            .map(|(&s, _)| s)
-            .chain(self.dup.iter().copied())
-            .collect()
-    }
-}
-
-#[derive(Default)]
-struct Report {
-    /// Readings whose `publish` returned Ok (durable).
-    stored: Vec<u32>,
-    /// Readings refused with `Full`.
-    rejected: Vec<u32>,
-    /// Sequence numbers dropped by the overflow policy.
-    dropped: Vec<u32>,
-    /// Sequence numbers sent more than once or with DUP.
-    resent: HashSet<u32>,
-    /// Whether the outbox was empty at the end.
-    idle: bool,
-    stats: Stats,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Drain {
-    /// Publish (the driver trying to connect meanwhile), then stop: a reboot follows.
-    No,
-    /// Publish and drain concurrently, stop once everything is acknowledged.
-    UntilIdle,
-}
-
-/// One boot of the gateway: mount, restore, spawn the driver, publish `readings` on `topic`
-/// (payload = the reading, which must equal the sequence number the outbox gives it), drain
-/// as asked. Everything is dropped at the end, as in a reboot; the flash stays.
-#[allow(clippy::too_many_arguments)]
-async fn device(
-    flash: &SharedFlash,
-    proxy: SocketAddr,
-    client_id: &str,
-    topic: &str,
-    config: OutboxConfig,
-    readings: std::ops::Range<u32>,
-    drain: Drain,
-    qos: QoS,
-) -> Report {
-    let store = mount(flash, client_id).await;
-    let outbox: RumqttcOutbox<TestStore, W, BUF> = RumqttcOutbox::restore(store, config).await.unwrap();
-    let (client, mut driver) = Driver::new(outbox.clone(), options(client_id, proxy), 16, settings()).unwrap();
-    let log = Arc::new(Mutex::new(Log::default()));
-    let publishing_done = Arc::new(AtomicBool::new(false));
-    let powered_off = Arc::new(AtomicBool::new(false));
-    let drive = {
-        let (log, publishing_done, powered_off) = (log.clone(), publishing_done.clone(), powered_off.clone());
-        tokio::spawn(async move {
-            let mut events = |e: Event| log.lock().unwrap().record(&e);
-            let deadline = Instant::now() + Duration::from_secs(90);
-            loop {
-                let stop = async {
-                    match drain {
-                        Drain::No => wait_flag(&publishing_done).await,
-                        Drain::UntilIdle => wait_flag(&powered_off).await,
-                    }
-                };
-                let until_idle = drain == Drain::UntilIdle;
-                // Read before the run: a run that starts after the last publish drains it.
-                let done = publishing_done.load(Ordering::Relaxed);
-                tokio::select! {
-                    r = driver.run(now_ms, &mut events, until_idle) => match r {
-                        Ok(()) => {}
-                        // The power was cut: this boot is over.
-                        Err(Error::Outbox(OutboxError::Store(_))) => return driver.stats(),
-                        Err(e) => panic!("driver: {e}"),
-                    },
-                    () = stop => return driver.stats(),
-                }
-                if done {
-                    return driver.stats();
-                }
-                assert!(Instant::now() < deadline, "drain did not finish");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
-    let mut report = Report::default();
-    for n in readings {
-        let text = n.to_string();
-        let mut msg = Publish::new(topic, text.as_bytes());
-        msg.qos = qos;
-        match outbox.publish(&msg, now_ms()).await {
-            Ok(Receipt::Stored { sequence, dropped }) => {
-                assert_eq!(sequence, n, "payload and sequence number agree");
-                report.stored.push(n);
-                report.dropped.extend(dropped);
-            }
-            Ok(Receipt::NotPersisted) => unreachable!(),
-            Err(Error::Outbox(OutboxError::Full { .. })) => report.rejected.push(n),
-            Err(Error::Outbox(OutboxError::Store(_))) => {
-                // The power was cut: this reading is not durable, and the boot is over.
-                powered_off.store(true, Ordering::Relaxed);
-                break;
-            }
-            Err(e) => panic!("publish: {e}"),
-        }
-    }
-    publishing_done.store(true, Ordering::Relaxed);
-    report.stats = drive.await.expect("driver task");
-    drop(client);
-    report.idle = outbox.is_idle().await.unwrap();
-    report.resent = log.lock().unwrap().resent();
-    shut_down(outbox).await;
-    report
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 // ---------------------------------------------------------------- scenarios
 
@@ -837,5 +494,113 @@ fn h_an_unacknowledged_publish_times_out_and_is_resent_with_dup() {
         assert_eq!(driver.stats().ack_timeouts, 1);
         assert_eq!(outbox.capacity().await.unwrap().buffered, 1);
         eprintln!("(h) ack timeout: resent with DUP on a new connection after {:?}", started.elapsed());
+    });
+}
+
+#[test]
+fn i_a_run_cancelled_every_25_ms_loses_nothing_and_keeps_order() {
+    let started = Instant::now();
+    let broker = start_broker();
+    runtime().block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let received = raw::subscribe(broker.addr, "check-i", "e2e/i", 1).await;
+            let flash = SharedFlash::new();
+            let outbox: RumqttcOutbox<TestStore, W, BUF> =
+                RumqttcOutbox::restore(mount(&flash, "dev-i").await, OutboxConfig::new(1000))
+                    .await
+                    .unwrap();
+            for n in 0..300u32 {
+                let text = n.to_string();
+                outbox
+                    .publish(&Publish::new("e2e/i", text.as_bytes()), 0)
+                    .await
+                    .unwrap();
+            }
+            let (_client, mut driver) =
+                Driver::new(outbox.clone(), options("dev-i", broker.addr), 16, settings()).unwrap();
+            let mut log = Log::default();
+            let mut cancelled = 0;
+            loop {
+                // Cancelled wherever it is: in a poll, a fill, an acknowledgement, a backoff.
+                let run = driver.run(now_ms, |e| log.record(&e), true);
+                match tokio::time::timeout(Duration::from_millis(25), run).await {
+                    Ok(r) => break r.unwrap(),
+                    Err(_) => cancelled += 1,
+                }
+                assert!(cancelled < 1000, "no progress");
+            }
+            assert!(cancelled >= 3, "the run was cancelled mid-drain ({cancelled} times)");
+            assert!(outbox.is_idle().await.unwrap());
+            wait_for(&received, 300, Duration::from_secs(10)).await;
+            let got = received.snapshot();
+            let (first, dups) = analyse(&got);
+            assert_eq!(
+                first,
+                (0..300).collect::<Vec<_>>(),
+                "none lost, first occurrences in order"
+            );
+            assert!(
+                dups.is_subset(&log.resent()),
+                "duplicates only of resent messages: {dups:?}"
+            );
+            drop(driver);
+            shut_down(outbox).await;
+            eprintln!(
+                "(i) 300 with the run cancelled {cancelled} times: {} received, {} duplicates, {} reconnects, {:?}",
+                got.len(),
+                got.len() - 300,
+                log.connects,
+                started.elapsed()
+            );
+        })
+        .await
+        .expect("scenario (i) timed out");
+    });
+}
+
+#[test]
+fn j_a_run_cancelled_while_handing_packets_to_rumqttc_does_not_stall() {
+    let broker = start_broker();
+    runtime().block_on(async {
+        let received = raw::subscribe(broker.addr, "check-j", "e2e/j", 1).await;
+        let flash = SharedFlash::new();
+        let outbox: RumqttcOutbox<TestStore, W, BUF> =
+            RumqttcOutbox::restore(mount(&flash, "dev-j").await, OutboxConfig::new(100))
+                .await
+                .unwrap();
+        for n in 0..20u32 {
+            let text = n.to_string();
+            outbox
+                .publish(&Publish::new("e2e/j", text.as_bytes()), 0)
+                .await
+                .unwrap();
+        }
+        let (_client, mut driver) = Driver::new(outbox.clone(), options("dev-j", broker.addr), 16, settings()).unwrap();
+        // The first hand-out after the CONNACK reads a slow flash (over 25 ms), so the first
+        // run is cancelled inside it: the outbox has handed packets out that never reached
+        // rumqttc. The next run must notice and start over, not wait for their PUBACKs.
+        flash.slow_reads.store(40, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut cancelled = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(25), driver.run(now_ms, |_| {}, true)).await {
+                Ok(r) => break r.unwrap(),
+                Err(_) => cancelled += 1,
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "stalled: handed-out packets never sent ({cancelled} runs cancelled)"
+            );
+        }
+        assert!(cancelled >= 1);
+        wait_for(&received, 20, Duration::from_secs(5)).await;
+        let (first, _) = analyse(&received.snapshot());
+        assert_eq!(first, (0..20).collect::<Vec<_>>());
+        drop(driver);
+        shut_down(outbox).await;
+        eprintln!(
+            "(j) run cancelled inside a hand-out ({cancelled} cancellations): 20/20 delivered, {:?}",
+            started.elapsed()
+        );
     });
 }

@@ -45,7 +45,11 @@
 //!   or power cut in that window (from the PUBREL on the wire to one flash write) restores the
 //!   message as unreleased and publishes it again with its old id, which the broker, having
 //!   released that id, delivers a second time. Exactly once therefore holds for every cut
-//!   except one in that window, where one duplicate is possible; nothing is ever lost.
+//!   except one in that window, where one duplicate is possible; nothing is ever lost. A
+//!   broker must keep the session for this: rumqttd 0.20 forgets a QoS 2 message held for
+//!   PUBREL when the connection drops and closes the connection on the restored PUBREL, so
+//!   against it the driver reconnects (with backoff) without end and the queue behind that
+//!   flow does not move; use mosquitto, or QoS 1, there.
 //! - **QoS 0** messages are persisted only with `persist_qos0` and then sent at most once.
 //! - MQTT 3.1.1 only (rumqttc's v4 client): MQTT 5 properties stored with a message are not
 //!   transmitted.
@@ -408,6 +412,9 @@ pub struct Driver<P: Persistence, const W: usize, const BUF: usize> {
     starved: bool,
     client_errors: u32,
     losses: u32,
+    /// Set while a step that changes the outbox or rumqttc's queue is under way: a run
+    /// cancelled then left them out of step.
+    unsynced: bool,
     stats: Stats,
 }
 
@@ -470,6 +477,7 @@ where
             starved: false,
             client_errors: 0,
             losses: 0,
+            unsynced: false,
             stats: Stats::default(),
         };
         Ok((client, driver))
@@ -507,15 +515,19 @@ where
         mut events: impl FnMut(Event) + Send,
         until_idle: bool,
     ) -> Res<(), P> {
-        if !self.flights.is_empty() {
+        if self.unsynced || !self.flights.is_empty() {
             // A cancelled run: what it handed to rumqttc is not to be trusted.
+            self.unsynced = true;
             self.drop_connection(&mut events).await?;
+            self.unsynced = false;
         }
         let shared = self.outbox.shared.clone();
         loop {
+            self.unsynced = true;
             if self.connected {
                 self.fill(&now, &mut events).await?;
             }
+            self.unsynced = false;
             if until_idle && self.flights.is_empty() && self.outbox.is_idle().await? {
                 return self.outbox.flush().await;
             }
@@ -529,12 +541,14 @@ where
             } else {
                 Some(self.eventloop.poll().await)
             };
+            self.unsynced = true;
             match polled {
                 None => {}
                 Some(Ok(event)) => self.on_event(event, &mut events).await?,
                 Some(Err(e)) => self.on_error(e, &mut events).await?,
             }
             self.check_ack_timeout(&mut events).await?;
+            self.unsynced = false;
         }
     }
 
