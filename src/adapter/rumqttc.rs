@@ -6,9 +6,14 @@
 //! through [`AsyncClient::publish`] and does not implement [`super::Client`]: a [`Driver`]
 //! owns the [`EventLoop`] and drives the [`Outbox`] directly.
 //!
-//! - **Packet ids are the outbox's.** Each packet the outbox hands out is put into
-//!   `EventLoop::pending` as a `Request::Publish` with the outbox's packet id already set
-//!   (rumqttc keeps a non-zero id), or as a `Request::PubRel` for a restored QoS 2 flow. The
+//! - **Packet ids are the outbox's.** Between polls the driver hands each packet the outbox
+//!   gives out to rumqttc's own state machine (`EventLoop::state.handle_outgoing_packet`) as a
+//!   `Request::Publish` with the outbox's packet id already set (rumqttc keeps a non-zero
+//!   id), or as a `Request::PubRel` for a restored QoS 2 flow, and writes the packet to
+//!   rumqttc's connection (`EventLoop::network`); rumqttc tracks it as its own. (The obvious
+//!   door, `EventLoop::pending`, keeps ids too, but rumqttc sends one pending packet per poll
+//!   after a `sleep(pending_throttle)`, which tokio rounds up to its 1 ms tick: that capped
+//!   throughput at about 700 messages/s in the e2e test.) The
 //!   event loop's events are mapped back by packet id: `Outgoing::Publish(pkid)` (on the wire:
 //!   [`Event::Sent`]), `Incoming::PubAck` ([`Outbox::on_puback`]), `Incoming::PubRec`
 //!   ([`Outbox::on_pubrec`], the PUBREL state made durable) and `Incoming::PubComp`
@@ -17,7 +22,8 @@
 //!   allocate is valid (rumqttc then preallocates its table of 65,536 in-flight slots of
 //!   64 bytes, 4 MiB of RAM; the outbox window `W`, not rumqttc, limits what is in flight).
 //! - **One source of replay.** After every connection error rumqttc moves its in-flight
-//!   publishes and PUBRELs into `pending` ([`EventLoop::clean`]); the driver removes them
+//!   publishes and PUBRELs into `pending` ([`EventLoop::clean`]) to replay them itself on a
+//!   resumed session; the driver removes them
 //!   again before the next connect and tells the outbox [`Outbox::on_connection_lost`], which
 //!   resends from flash, oldest first, with DUP. Acknowledgements rumqttc had already read but
 //!   not yet handed out are applied first. Other requests (subscriptions made through the
@@ -69,9 +75,12 @@
 //! The driver wakes a waiting `EventLoop::poll` when a new message is published by dropping
 //! that poll, and only while the poll waits for the network with nothing queued (then rumqttc
 //! 0.25 is at cancel-safe awaits: reading a frame, the request channel, the keepalive timer).
-//! Should rumqttc ever lose a packet that way (it could only while writing into a socket that
-//! is already full), the acknowledgement timeout ([`Settings::ack_timeout`]) drops the
-//! connection and the outbox resends: a duplicate, never a loss.
+//! Should rumqttc ever lose a packet that way (it could only while writing an acknowledgement
+//! or a PUBREL into a socket that is already full), the acknowledgement timeout
+//! ([`Settings::ack_timeout`]) drops the connection and the outbox resends: a duplicate, never
+//! a loss. While the driver writes, nothing is read (as in rumqttc's own poll): keep
+//! `W x BUF` well below the socket buffers (tens of KiB), or a stuck write ends in rumqttc's
+//! flush timeout and a reconnect.
 //!
 //! # Errors
 //!
@@ -93,6 +102,7 @@ use std::boxed::Box;
 use std::collections::HashMap;
 use std::fmt::{self, Debug};
 use std::string::{String, ToString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use std::vec::Vec;
@@ -155,7 +165,10 @@ type Res<T, P> = Result<T, Error<<P as Persistence>::FlashError>>;
 
 struct Shared<P: Persistence, const W: usize, const BUF: usize> {
     outbox: Mutex<Outbox<P, W, BUF>>,
+    /// Wakes the driver's poll after a publish.
     wake: Notify,
+    /// Set by a publish, cleared by the driver's next hand-out.
+    published: AtomicBool,
 }
 
 /// A cloneable handle to an [`Outbox`] whose calls run on tokio's blocking pool: the
@@ -220,6 +233,7 @@ where
             shared: Arc::new(Shared {
                 outbox: Mutex::new(outbox),
                 wake: Notify::new(),
+                published: AtomicBool::new(false),
             }),
         }
     }
@@ -247,6 +261,7 @@ where
         let receipt = self
             .with(move |outbox| block_on(outbox.publish(&owned.borrow(), now)))
             .await??;
+        self.shared.published.store(true, Ordering::Release);
         self.shared.wake.notify_one();
         Ok(receipt)
     }
@@ -452,8 +467,8 @@ where
     P::FlashError: Send + 'static,
 {
     /// Makes the rumqttc client and event loop for `outbox` from `options` (with
-    /// `clean_session(false)` and `inflight(u16::MAX)` set; `cap`: the request channel's
-    /// capacity). The returned client is for subscriptions and QoS 0; QoS 1/2 publishes go
+    /// `clean_session(false)` and `inflight(u16::MAX)` set, and TCP_NODELAY on; `cap`: the
+    /// request channel's capacity; other network options through [`Self::eventloop_mut`]). The returned client is for subscriptions and QoS 0; QoS 1/2 publishes go
     /// through the outbox.
     pub fn new(
         outbox: RumqttcOutbox<P, W, BUF>,
@@ -466,7 +481,12 @@ where
         }
         options.set_clean_session(false);
         options.set_inflight(u16::MAX);
-        let (client, eventloop) = AsyncClient::new(options, cap);
+        let (client, mut eventloop) = AsyncClient::new(options, cap);
+        // The outbox pipelines small packets `W` at a time: with Nagle's algorithm on, each
+        // waits for the peer's delayed ACK (rumqttc's default is off = Nagle on).
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let driver = Driver {
             outbox,
             eventloop,
@@ -559,6 +579,11 @@ where
             self.starved = false;
             return Ok(());
         }
+        // With the queue found empty last time, only a publish can bring something new.
+        let published = self.outbox.shared.published.swap(false, Ordering::AcqRel);
+        if self.starved && !published {
+            return Ok(());
+        }
         let t = now();
         let (items, dropped, starved, result) = self
             .outbox
@@ -594,6 +619,7 @@ where
             events(Event::Dropped(d));
         }
         let since = Instant::now();
+        let mut requests = Vec::with_capacity(items.len());
         for item in items {
             match item {
                 Item::Publish {
@@ -610,7 +636,7 @@ where
                         };
                         self.flights.insert(packet_id, flight);
                     }
-                    self.eventloop.pending.push_back(request);
+                    requests.push(request);
                 }
                 Item::PubRel { packet_id } => {
                     let flight = Flight {
@@ -619,14 +645,39 @@ where
                         since,
                     };
                     self.flights.insert(packet_id, flight);
-                    self.eventloop
-                        .pending
-                        .push_back(Request::PubRel(PubRel::new(packet_id)));
+                    requests.push(Request::PubRel(PubRel::new(packet_id)));
                 }
             }
         }
         self.starved = starved;
+        if let Err(e) = self.write(requests).await {
+            self.eventloop.clean();
+            self.on_error(e, events).await?;
+        }
         result.map_err(Error::Outbox)
+    }
+
+    /// Puts `requests` on the connection through rumqttc's own state machine (which keeps
+    /// their packet ids, tracks them and reports them as `Outgoing` events on the next poll),
+    /// between polls. Not through `EventLoop::pending`: rumqttc sends one pending packet per
+    /// poll after a `sleep(pending_throttle)`, which tokio rounds up to its 1 ms timer tick.
+    async fn write(&mut self, requests: Vec<Request>) -> Result<(), ConnectionError> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let timeout = Duration::from_secs(self.eventloop.network_options().connection_timeout());
+        let Some(network) = self.eventloop.network.as_mut() else {
+            return Err(ConnectionError::MqttState(StateError::ConnectionAborted));
+        };
+        for request in requests {
+            if let Some(packet) = self.eventloop.state.handle_outgoing_packet(request)? {
+                network.write(packet).await?;
+            }
+        }
+        match tokio::time::timeout(timeout, network.flush()).await {
+            Ok(flushed) => Ok(flushed?),
+            Err(_) => Err(ConnectionError::FlushTimeout),
+        }
     }
 
     fn progress(&mut self) {
