@@ -64,6 +64,21 @@
 //!   with the outbox's. Subscribing and QoS 0 publishes through it are fine; incoming
 //!   publishes are reported as [`Event::Message`] (inbound QoS 2 is rumqttc's own, in RAM).
 //!
+//! # Why not [`super::Client`]
+//!
+//! That trait fits clients whose `publish` resolves on the final acknowledgement and which
+//! pick their own packet ids (mqttrust). For a packet-id client it is the wrong shape: (1) a
+//! QoS 2 publish resolves only on PUBCOMP, so [`super::SharedOutbox`] records PUBREC and
+//! PUBCOMP together afterwards and the PUBREL state is never durable between them (a reboot
+//! there resends the PUBLISH); (2) its futures are not `Send` (no bound on the trait's async
+//! fns, and the drain shares a `Cell` between its slots), so the drain cannot be
+//! `tokio::spawn`ed; (3) a client that numbers packets itself cannot resume a flow whose id is
+//! on flash. A shape that would serve rumqttc, minimq and rust-mqtt alike: the client takes a
+//! [`Transmit`] as is (with the outbox's packet id) and reports events (`Sent(pkid)`,
+//! `PubAck(pkid)`, `PubRec(pkid)`, `PubComp(pkid)`, `ConnectionLost`), and one shared driver
+//! feeds those to [`Outbox::on_puback`] / [`Outbox::on_pubrec`] / [`Outbox::on_pubcomp`] /
+//! [`Outbox::on_connection_lost`], as [`Driver`] does here for rumqttc alone.
+//!
 //! # Runtime
 //!
 //! The store does blocking flash I/O (a [`crate::file_flash::FileFlash`] writes a file), so
