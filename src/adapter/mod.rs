@@ -25,6 +25,8 @@ use crate::persistence::Persistence;
 
 #[cfg(feature = "mqttrust")]
 pub mod mqttrust;
+#[cfg(feature = "rumqttc")]
+pub mod rumqttc;
 
 /// How a [`Client::publish`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
