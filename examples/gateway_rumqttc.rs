@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mqtt_persist::adapter::rumqttc::{Driver, Event, RumqttcOutbox, Settings};
 use mqtt_persist::file_flash::FileFlash;
 use mqtt_persist::flash::block_on;
-use mqtt_persist::mqtt::{OutboxConfig, OverflowPolicy, Publish, Receipt};
+use mqtt_persist::mqtt::{OutboxConfig, OverflowPolicy, Publish};
 use mqtt_persist::{Config, Store};
 
 /// 64 erase pages of 4 KiB.
@@ -87,12 +87,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             tick.tick().await;
             let payload = format!("{{\"boot\":{boot},\"n\":{n}}}");
-            match outbox.publish(&Publish::new(&topic, payload.as_bytes()), now()).await {
-                Ok(Receipt::Stored { dropped: Some(seq), .. }) => {
-                    println!("flash budget reached: dropped the oldest reading (seq {seq})")
-                }
-                Ok(_) => {}
-                Err(e) => println!("reading {n} not stored: {e}"),
+            let report = |d| println!("limit reached: dropped the oldest reading ({d:?})");
+            if let Err(e) = outbox
+                .publish_with(&Publish::new(&topic, payload.as_bytes()), now(), report)
+                .await
+            {
+                println!("reading {n} not stored: {e}");
             }
             if n % 50 == 0 {
                 let c = outbox.capacity().await?;

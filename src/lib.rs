@@ -8,9 +8,6 @@ pub mod ekv_backend;
 pub mod error;
 pub mod flash;
 pub mod key;
-// rust-version 1.89 (for `File::try_lock` in file_flash) lets clippy suggest let chains for
-// five nested `if`s in the engine; collapsing them is left to a session that owns src/log/.
-#[allow(clippy::collapsible_if)]
 mod log;
 pub mod mqtt;
 pub mod persistence;

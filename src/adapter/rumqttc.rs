@@ -272,10 +272,20 @@ where
     /// sends it when connected. Cancellation: the publish still completes (or fails) on the
     /// blocking pool.
     pub async fn publish(&self, msg: &Publish<'_>, now: u64) -> Res<Receipt, P> {
+        self.publish_with(msg, now, |_| {}).await
+    }
+
+    /// [`publish`](Self::publish), calling `dropped` for each message the overflow policy
+    /// dropped to admit this one (see [`Outbox::publish_with`]), once the publish returned.
+    pub async fn publish_with(&self, msg: &Publish<'_>, now: u64, mut dropped: impl FnMut(Dropped)) -> Res<Receipt, P> {
         let owned = OwnedPublish::new(msg);
-        let receipt = self
-            .with(move |outbox| block_on(outbox.publish(&owned.borrow(), now)))
+        let (receipt, drops) = self
+            .with(move |outbox| {
+                let mut drops = Vec::new();
+                block_on(outbox.publish_with(&owned.borrow(), now, |d| drops.push(d))).map(|r| (r, drops))
+            })
             .await??;
+        drops.into_iter().for_each(&mut dropped);
         self.shared.published.store(true, Ordering::Release);
         self.shared.wake.notify_one();
         Ok(receipt)

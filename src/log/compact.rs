@@ -34,14 +34,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
             for i in 0..n {
                 let (at, origin) = chunk[i];
-                if let Loc::At { page, off, len, .. } = locs[i] {
-                    if page == p && off == at {
-                        if moving {
-                            let (ns, key) = want[i];
-                            self.move_record(p, at, key, ns, origin, len).await?;
-                        } else {
-                            self.charge(p, len);
-                        }
+                if let Loc::At { page, off, len, .. } = locs[i]
+                    && page == p
+                    && off == at
+                {
+                    if moving {
+                        let (ns, key) = want[i];
+                        self.move_record(p, at, key, ns, origin, len).await?;
+                    } else {
+                        self.charge(p, len);
                     }
                 }
             }

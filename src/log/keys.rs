@@ -63,11 +63,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.locate_many(&want[..n], &mut locs[..n]).await?;
             let mut m = 0;
             for i in 0..n {
-                if let Loc::At { page, off, .. } = locs[i] {
-                    if page == cands[i].2 && off == cands[i].3 {
-                        out[m] = cands[i].1;
-                        m += 1;
-                    }
+                if let Loc::At { page, off, .. } = locs[i]
+                    && page == cands[i].2
+                    && off == cands[i].3
+                {
+                    out[m] = cands[i].1;
+                    m += 1;
                 }
             }
             after = cands[n - 1].0;

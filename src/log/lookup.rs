@@ -50,15 +50,17 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 match e.tag.ty {
                     RecordType::Put(_) => {
                         for i in 0..n {
-                            if !resolved[i] && Some(want[i].1) == e.key && want[i].0 == e.ns {
-                                if let Some((stored, len)) = self.chain_extent(p, e.off, e.tag).await? {
-                                    ev[i] = Some(Loc::At {
-                                        page: p,
-                                        off: e.off,
-                                        stored,
-                                        len,
-                                    });
-                                }
+                            if !resolved[i]
+                                && Some(want[i].1) == e.key
+                                && want[i].0 == e.ns
+                                && let Some((stored, len)) = self.chain_extent(p, e.off, e.tag).await?
+                            {
+                                ev[i] = Some(Loc::At {
+                                    page: p,
+                                    off: e.off,
+                                    stored,
+                                    len,
+                                });
                             }
                         }
                     }

@@ -117,10 +117,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
             }
         }
-        if let (n, Some(e)) = unreadable {
-            if n as usize == N {
-                return Err(Error::Flash(e));
-            }
+        if let (n, Some(e)) = unreadable
+            && n as usize == N
+        {
+            return Err(Error::Flash(e));
         }
         let Some((head, hh)) = newest else {
             // The first page opened may hold a torn header that reads erased (words programmed

@@ -36,10 +36,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Forgets `key` (its newest event is now a removal).
     pub(super) fn recent_drop(&mut self, ns: u64, key: Key) {
-        if ns == self.recent_ns {
-            if let Some(i) = self.recent_find(key) {
-                self.recent[i].1 = RECENT_EMPTY;
-            }
+        if ns == self.recent_ns
+            && let Some(i) = self.recent_find(key)
+        {
+            self.recent[i].1 = RECENT_EMPTY;
         }
     }
 

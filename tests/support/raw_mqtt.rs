@@ -148,10 +148,10 @@ pub async fn subscribe(broker: SocketAddr, client_id: &str, topic: &str, qos: u8
                             Some(packet(0x50, &pid.to_be_bytes()))
                         }
                     };
-                    if let Some(reply) = reply {
-                        if out_tx.send(reply).is_err() {
-                            return;
-                        }
+                    if let Some(reply) = reply
+                        && out_tx.send(reply).is_err()
+                    {
+                        return;
                     }
                 }
                 6 => {
@@ -225,10 +225,10 @@ pub async fn start_cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64) -> Cut
                             d.store(true, Ordering::Relaxed);
                             return;
                         }
-                        if first >> 4 == 3 {
-                            if let Some(payload) = publish_payload(first, &body) {
-                                log.lock().unwrap().push((conn, payload));
-                            }
+                        if first >> 4 == 3
+                            && let Some(payload) = publish_payload(first, &body)
+                        {
+                            log.lock().unwrap().push((conn, payload));
                         }
                         if sw.write_all(&packet(first, &body)).await.is_err() {
                             return;
@@ -308,10 +308,10 @@ pub async fn start_fake_broker(connack_code: u8, ack: bool) -> FakeBroker {
                         12 => Some(vec![0xd0, 0]),
                         _ => None,
                     };
-                    if let Some(reply) = reply {
-                        if stream.write_all(&reply).await.is_err() {
-                            return;
-                        }
+                    if let Some(reply) = reply
+                        && stream.write_all(&reply).await.is_err()
+                    {
+                        return;
                     }
                 }
             });

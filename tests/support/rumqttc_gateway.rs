@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 use mqtt_persist::adapter::rumqttc::{Driver, Error, Event, RumqttcOutbox, Settings, Stats};
 use mqtt_persist::flash::{BlockingFlash, SimFlash, block_on};
-use mqtt_persist::mqtt::{OutboxConfig, OutboxError, Publish, QoS, Receipt};
+use mqtt_persist::mqtt::{Dropped, OutboxConfig, OutboxError, Publish, QoS, Receipt};
 use mqtt_persist::{Config, Store};
 
 use crate::raw::Received;
@@ -339,11 +339,20 @@ pub async fn device(
         let text = n.to_string();
         let mut msg = Publish::new(topic, text.as_bytes());
         msg.qos = qos;
-        match outbox.publish(&msg, now_ms()).await {
-            Ok(Receipt::Stored { sequence, dropped }) => {
+        let mut dropped = Vec::new();
+        match outbox.publish_with(&msg, now_ms(), |d| dropped.push(d)).await {
+            Ok(Receipt::Stored {
+                sequence,
+                dropped_count,
+                ..
+            }) => {
                 assert_eq!(sequence, n, "payload and sequence number agree");
+                assert_eq!(dropped_count as usize, dropped.len(), "every drop reported");
                 report.stored.push(n);
-                report.dropped.extend(dropped);
+                report.dropped.extend(dropped.iter().map(|d| match d {
+                    Dropped::Overflow { sequence } => *sequence,
+                    other => panic!("unexpected drop {other:?}"),
+                }));
             }
             Ok(Receipt::NotPersisted) => unreachable!(),
             Err(Error::Outbox(OutboxError::Full { .. })) => report.rejected.push(n),
