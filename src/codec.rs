@@ -166,6 +166,16 @@ pub enum RecordType {
 pub const SYNC_MAGIC: u32 = u32::from_le_bytes(*b"SYNC");
 
 impl RecordType {
+    /// Whether a record of this type only sets the context of the records after it (or marks
+    /// where writing resumed) and decides nothing by itself: a page holding only these loses
+    /// nothing when erased.
+    pub fn is_context(self) -> bool {
+        matches!(
+            self,
+            RecordType::Namespace | RecordType::IdHigh | RecordType::Origin | RecordType::Sync
+        )
+    }
+
     fn code(self) -> u32 {
         match self {
             RecordType::Put(kind) => 1 + kind.code() as u32,

@@ -51,6 +51,10 @@ pub enum Error<E> {
     /// An internal invariant did not hold; this would otherwise have been a panic. Please
     /// report it with a flash image.
     LogicBug,
+    /// The [`crate::KeyCursor`] is no longer tracked: compaction moved records since it was
+    /// handed out, and more than [`crate::KEY_CURSORS`] other cursors were used since. Nothing
+    /// was changed; start again from `KeyCursor::default()`.
+    CursorExpired,
 }
 
 impl<E: fmt::Debug> fmt::Display for Error<E> {
@@ -69,6 +73,7 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
             Error::BadGeometry(g) => write!(f, "flash geometry not supported: {g}"),
             Error::Exhausted => f.write_str("page sequence numbers exhausted"),
             Error::LogicBug => f.write_str("internal invariant violated (bug)"),
+            Error::CursorExpired => f.write_str("key cursor expired: start the listing again"),
         }
     }
 }

@@ -21,6 +21,6 @@ pub mod adapter;
 
 pub use error::{Error, GeometryError};
 pub use key::{Key, Kind, ParseKeyError};
-pub use log::MountReport;
+pub use log::{KEY_CURSORS, MountReport};
 pub use persistence::{Blocking, Persistence, Transform, Transformed};
 pub use store::{Config, KeyCursor, Store, Usage};

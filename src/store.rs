@@ -6,7 +6,7 @@ use embedded_storage_async::nor_flash::NorFlash;
 use crate::codec::namespace_hash;
 use crate::error::Error;
 use crate::key::Key;
-use crate::log::{Chain, KEYS_BATCH, Loc, Log, MountReport, Source, Stamp};
+use crate::log::{Chain, CursorPos, KEYS_BATCH, Loc, Log, MountReport, Source};
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
@@ -28,8 +28,15 @@ impl Config {
 }
 
 /// Where [`Store::keys`] continues from: start with `KeyCursor::default()`.
+///
+/// A cursor belongs to the store instance that handed it out (not to a remount). Writes between
+/// two calls are fine: the store keeps the [`KEY_CURSORS`](crate::KEY_CURSORS) most recently
+/// used cursors exact while compaction moves records, so each key live throughout an
+/// iteration is listed exactly once, in order (a key put again meanwhile is listed again, at
+/// its new place). An older cursor gets [`Error::CursorExpired`] once compaction has moved a
+/// record since it was handed out: start again from `KeyCursor::default()`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KeyCursor(Stamp);
+pub struct KeyCursor(CursorPos);
 
 /// A Paho-style persistence store on NOR flash of `PAGES` erase pages.
 ///
@@ -75,6 +82,11 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// The flash, for its statistics.
     pub fn flash(&self) -> &F {
         self.log.flash()
+    }
+
+    /// Records compaction has moved since mount (a diagnostic: each is one copy).
+    pub fn moved_records(&self) -> u32 {
+        self.log.moves()
     }
 
     /// Space figures: bytes still available to values, and live bytes charged now.

@@ -170,6 +170,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.head_checked = true;
         self.head_ctx = Ctx::from_header(&header);
         self.head_puts = 0;
+        self.head_bare = true;
+        self.head_prev_torn = header.prev_torn;
         self.prev_torn = false;
         Ok(())
     }
@@ -177,8 +179,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// The log fills every page (a compaction cut before its Retire record): the next page is
     /// the tail. If the tail pages hold nothing live, they leave the log now, durably where the
     /// head page has room for a Retire record; otherwise the next page header retires them, and
-    /// a cut between their erase and that header leaves a page that mount reports as damaged
-    /// but that held nothing live.
+    /// a cut between their erase and that header leaves the ring position after the head
+    /// without a valid header, which mount drops from the log (it held nothing live).
     async fn retire_dead_tail(&mut self) -> Res<(), F> {
         let dead = self.dead_tail();
         if dead == 0 {
@@ -247,6 +249,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         // byte plus one staging buffer, the most a single write call covers beyond it.
         let resume = match last_used {
             None => self.head_off + round_up(TAG_LEN, w) as u32,
+            Some(_) if self.head_bare && self.len >= 2 => {
+                self.retract_head();
+                return Ok(());
+            }
             Some(last) => {
                 let word = self.word_ok(Self::addr(self.head, self.head_off)).await?.unwrap_or(0);
                 // A tag whose record would not fit in the page is garbage too.
@@ -280,6 +286,35 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Ok(());
         }
         Ok(())
+    }
+
+    /// Takes back the head page when it holds only context records and the remains of an
+    /// interrupted write (a put or a compaction copy cut off in the page it had just opened):
+    /// the page before it is the head again, sealed, and the next write erases this page and
+    /// opens it anew, so the interrupted write wastes nothing (DESIGN.md section 12, I6).
+    /// Resuming behind the remains instead wastes up to a value per cut, and cuts in a row
+    /// during recovery then fill page after page with nothing live, which no compaction can
+    /// reclaim while the tail page's copy does not fit.
+    fn retract_head(&mut self) {
+        let h = self.head;
+        debug_assert!(
+            self.head_bare && self.len >= 2,
+            "retracting a head page that holds records"
+        );
+        self.recent_drop_page(h);
+        self.pages[h as usize] = PageInfo {
+            flags: F_DIRTY,
+            ..PageInfo::FREE
+        };
+        self.len -= 1;
+        self.head = self.ring_back(h, 1);
+        self.head_seq -= 1;
+        self.head_off = page_size::<F>();
+        self.head_ctx.origin = None;
+        self.head_puts = 0;
+        self.head_bare = false;
+        // The next page header repeats what this one said about the page before it.
+        self.prev_torn = self.head_prev_torn;
     }
 
     /// Forgets the `dead` oldest pages of the log (nothing live in them): their summaries and
@@ -464,6 +499,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Err(Error::LogicBug);
         }
         let base = Self::addr(self.head, self.head_off);
+        // Before the first word: a cut part-way may leave this record whole on flash.
+        self.head_bare &= tag.ty.is_context();
         // Cleared when the record is complete: if this future is dropped part-way, the next
         // operation re-checks the head instead of programming these words again.
         self.in_flight = true;

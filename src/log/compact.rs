@@ -139,13 +139,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         // consecutive ordinals from its first, so a dead put between two live ones needs no new
         // Origin record (order is kept: ordinals only ever move down, never past an earlier
         // copy's). DESIGN.md section 11.
+        let old = origin;
         let origin = match self.head_ctx.origin {
             Some((s, next)) if s == origin.0 && next <= origin.1 => (s, next),
             _ => origin,
         };
         let mut src = Source::Flash(Chain::value(p, off, tag, ns, key));
-        let (page, _, _) = self.append_value(key, ns, Some(origin), len, &mut src).await?;
+        let (page, at, _) = self.append_value(key, ns, Some(origin), len, &mut src).await?;
         self.pages[page as usize].flags |= F_MOVED;
+        let loc = |p: u16, off: u32| ((self.seq_of(p) as u64) << 32) | off as u64;
+        self.cursors_moved((old.0, old.1, loc(p, off)), (origin.0, origin.1, loc(page, at)));
         Ok(())
     }
 }

@@ -5,10 +5,88 @@ use embedded_storage_async::nor_flash::NorFlash;
 use super::*;
 
 impl<F: NorFlash, const N: usize> Log<F, N> {
-    /// Up to `out.len()` (at most [`BATCH`]) live keys of namespace `ns` with a stamp after
-    /// `after`, in insertion order. Returns how many were written and the stamp to continue
-    /// from; `(0, _)` means there are no more.
-    pub async fn next_keys(&mut self, ns: u64, after: Stamp, out: &mut [Key]) -> Res<(usize, Stamp), F> {
+    /// Up to `out.len()` (at most [`KEYS_BATCH`]) live keys of namespace `ns` after the cursor
+    /// `at`, in insertion order. Returns how many were written and the cursor to continue
+    /// from; `(0, _)` means there are no more. [`Error::CursorExpired`] if compaction moved
+    /// records since `at` was handed out and it is no longer among the [`KEY_CURSORS`] most
+    /// recently used cursors.
+    pub async fn next_keys(&mut self, ns: u64, at: CursorPos, out: &mut [Key]) -> Res<(usize, CursorPos), F> {
+        if out.is_empty() {
+            return Ok((0, at));
+        }
+        let after = self.cursor_now(at)?;
+        let (n, next) = self.next_keys_after(ns, after, out).await?;
+        let id = if at.2 != 0 {
+            at.2
+        } else {
+            self.cursor_uses = self.cursor_uses.wrapping_add(1).max(1);
+            self.cursor_uses
+        };
+        let pos = (next, self.moves, id);
+        // A listing that reached the end stays tracked (it may poll for new keys) but is the
+        // first to give its slot to another.
+        self.cursor_track(pos, n > 0);
+        Ok((n, pos))
+    }
+
+    /// Records compaction moved since mount.
+    pub fn moves(&self) -> u32 {
+        self.moves
+    }
+
+    /// Where the cursor `at` is now.
+    fn cursor_now(&self, at: CursorPos) -> Res<Stamp, F> {
+        let (stamp, moves, _) = at;
+        if stamp == (0, 0, 0) || moves == self.moves {
+            return Ok(stamp);
+        }
+        self.cursors
+            .iter()
+            .flatten()
+            .find(|c| c.issued == at)
+            .map(|c| c.now)
+            .ok_or(Error::CursorExpired)
+    }
+
+    /// Tracks the cursor `pos` handed out: in its listing's slot, else in a free one, else in
+    /// the least recently used one. A copy of a cursor that another copy moved on since is no
+    /// longer tracked.
+    fn cursor_track(&mut self, pos: CursorPos, listing: bool) {
+        self.cursor_uses = self.cursor_uses.wrapping_add(1).max(1);
+        let slot = CursorSlot {
+            issued: pos,
+            now: pos.0,
+            used: if listing { self.cursor_uses } else { 0 },
+        };
+        let i = self
+            .cursors
+            .iter()
+            .position(|c| c.is_some_and(|c| c.issued.2 == pos.2))
+            .or_else(|| self.cursors.iter().position(Option::is_none))
+            .unwrap_or_else(|| {
+                let age = |c: &Option<CursorSlot>| c.map_or(0, |c| self.cursor_uses.wrapping_sub(c.used));
+                (0..KEY_CURSORS).max_by_key(|&i| age(&self.cursors[i])).unwrap_or(0)
+            });
+        self.cursors[i] = Some(slot);
+    }
+
+    /// Compaction moved one live put from stamp `old` to `new`, keeping the order of all live
+    /// puts: every tracked cursor keeps exactly the keys before it before it. A cursor after
+    /// `old` but not after `new` (ordinals move down) goes just below `new`; one at or after
+    /// `old` but below `new` goes to `new`. Stamps of records are unique and at least a record
+    /// apart, so the position just below `new` is no record's.
+    pub(super) fn cursors_moved(&mut self, old: Stamp, new: Stamp) {
+        self.moves = self.moves.wrapping_add(1);
+        for c in self.cursors.iter_mut().flatten() {
+            if old <= c.now && new > c.now {
+                c.now = new;
+            } else if old > c.now && new <= c.now {
+                c.now = (new.0, new.1, new.2.wrapping_sub(1));
+            }
+        }
+    }
+
+    async fn next_keys_after(&mut self, ns: u64, after: Stamp, out: &mut [Key]) -> Res<(usize, Stamp), F> {
         let b = out.len().min(KEYS_BATCH);
         let mut after = after;
         if b == 0 {

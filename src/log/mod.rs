@@ -28,6 +28,8 @@ pub const BATCH: usize = 32;
 pub const KEYS_BATCH: usize = 16;
 /// Puts remembered with their location, so removing or reading a recent key needs no scan.
 const RECENT: usize = 32;
+/// Key cursors whose position compaction keeps exact (DESIGN.md section 11).
+pub const KEY_CURSORS: usize = 4;
 const RECENT_EMPTY: u32 = u32::MAX;
 /// A record is split at a page end only if at least this much data fits before it; smaller
 /// tails are left unused so small records stay in one piece (one read, one CRC).
@@ -136,6 +138,20 @@ impl Ctx {
 /// then where the record is now (page seq, offset), which orders the copies an interrupted
 /// compaction leaves and makes every stamp unique.
 pub type Stamp = (u32, u32, u64);
+
+/// A key cursor as the caller holds it: the stamp of the last key listed, the count of
+/// records compaction had moved when it was listed, and the listing's id (0 before its first
+/// call).
+pub type CursorPos = (Stamp, u32, u32);
+
+/// One tracked key cursor: the position handed out, and where that position is now (moved
+/// along by every compaction copy, keys.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CursorSlot {
+    issued: CursorPos,
+    now: Stamp,
+    used: u32,
+}
 
 /// The origin part of a [`Stamp`], which moved records carry.
 pub type Origin = (u32, u32);
@@ -257,6 +273,11 @@ pub struct Log<F: NorFlash, const N: usize> {
     prev_torn: bool,
     /// A record write is under way (see [`Self::write_record`]).
     in_flight: bool,
+    /// The head page holds nothing but its header and context records (and the remains of
+    /// interrupted writes): erasing it loses nothing (DESIGN.md section 12, I6).
+    head_bare: bool,
+    /// The `prev_torn` flag of the head page's header: how the page before it ended.
+    head_prev_torn: bool,
     /// Whether the client operation in progress started inside the space model (space.rs):
     /// the debug assertions that compaction finds room hold only then.
     op_sound: bool,
@@ -265,6 +286,13 @@ pub struct Log<F: NorFlash, const N: usize> {
     recent: [(u32, u32); RECENT],
     recent_next: u8,
     recent_ns: u64,
+    /// Records moved by compaction since mount: a cursor listed at another count needs its
+    /// slot in `cursors` to know where it is now.
+    moves: u32,
+    /// The most recently used key cursors, kept exact across compaction.
+    cursors: [Option<CursorSlot>; KEY_CURSORS],
+    /// Use counter for the least-recently-used replacement of `cursors`.
+    cursor_uses: u32,
     /// Namespaces of the records in the log: `None` none yet, `Some(Some(ns))` only `ns`,
     /// `Some(None)` more than one (conservative: never narrowed again until the log is empty).
     log_ns: Option<Option<u64>>,

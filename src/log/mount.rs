@@ -78,11 +78,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             report: MountReport::default(),
             prev_torn: false,
             in_flight: false,
+            head_bare: false,
+            head_prev_torn: false,
             op_sound: false,
             recent: [(0, RECENT_EMPTY); RECENT],
             recent_next: 0,
             recent_ns: 0,
             log_ns: None,
+            moves: 0,
+            cursors: [None; KEY_CURSORS],
+            cursor_uses: 0,
         };
         match log.mount_inner().await {
             Ok(()) => Ok(log),
@@ -141,10 +146,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         };
         let mut c = self.cursor(head, hh, page_size::<F>());
         let mut retired = hh.tail_seq;
+        self.head_bare = true;
+        self.head_prev_torn = hh.prev_torn;
         while let Some(e) = self.next_entry(&mut c).await? {
             if let RecordType::Retire = e.tag.ty {
                 retired = retired.max(le32(&e.aux).saturating_add(1));
             }
+            self.head_bare &= e.tag.ty.is_context();
             self.summarize(head, &e);
         }
         self.report.torn_tail = c.torn_end;
@@ -187,7 +195,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 valid(self.header_ok(self.ring_back(head, d - 1)).await?)
             };
             let Some(h) = this_h.filter(|h| h.seq == expect) else {
-                self.report.damaged_pages += 1;
+                // The ring position after the head without a valid header: a page the head
+                // retracted (append.rs) and erased, which the header of this head may still
+                // count in the log. It held nothing that decides anything; not damage.
+                if d as usize != N - 1 || this_h.is_some() {
+                    self.report.damaged_pages += 1;
+                }
                 self.pages[p as usize] = PageInfo::FREE;
                 continue;
             };

@@ -445,7 +445,15 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                 continue;
             }
             let mut keys = [Key::sent(0); LOOKAHEAD];
-            let n = self.store.keys(&mut self.cursor, &mut keys).await?;
+            let n = match self.store.keys(&mut self.cursor, &mut keys).await {
+                // Only if more than KEY_CURSORS other listings ran since: list again from the
+                // oldest; what is in flight is skipped above, what was done is gone.
+                Err(crate::Error::CursorExpired) => {
+                    self.cursor = KeyCursor::default();
+                    self.store.keys(&mut self.cursor, &mut keys).await?
+                }
+                r => r?,
+            };
             if n == 0 {
                 return Ok(None);
             }
