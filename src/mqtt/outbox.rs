@@ -430,9 +430,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         loop {
             if let Some(&key) = self.lookahead.get(self.lookahead_pos) {
                 self.lookahead_pos += 1;
-                // A message in flight listed again is skipped: when a write between two
-                // `keys()` calls makes compaction move a record, the store can list its key
-                // again, later (seen on a full store; docs/DESIGN.md section 17). Messages
+                // A message in flight listed again is skipped: the listing starts again from
+                // the oldest after `CursorExpired` (docs/DESIGN.md section 17). Messages
                 // already done are gone from the store and skipped at the read.
                 let in_flight = || {
                     self.slots
