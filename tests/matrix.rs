@@ -232,7 +232,8 @@ fn cycles<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: b
                         let len = new.as_ref().map_or(0, |v| v.len());
                         assert!(
                             u.live_bytes + s.charge_for(len) > u.capacity_bytes,
-                            "{ctx} op {op}: put of {len} refused with {u:?}"
+                            "{ctx} op {op}: put of {len} refused with {u:?} (powered: {})",
+                            s.flash().inner.is_powered()
                         );
                         full_seen += 1;
                     }
