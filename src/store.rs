@@ -93,15 +93,19 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     pub fn usage(&self) -> Usage {
         Usage {
             capacity_bytes: self.log.capacity() as u64,
-            live_bytes: self.log.charged() as u64,
+            live_bytes: (self.log.charged() - self.log.damaged()) as u64,
+            damaged_bytes: self.log.damaged() as u64,
+            degraded: self.log.degraded(),
             log_pages: self.log.log_pages(),
         }
     }
 
     /// The bytes of capacity a value of `len` bytes is charged while it is live, as counted in
     /// [`Usage::live_bytes`]: a `put` of it is refused with [`Error::Full`] only when
-    /// `live_bytes + charge_for(len)` would exceed [`Usage::capacity_bytes`] (a value it replaces
-    /// counts until the new one is written: a put is atomic, so both take space at once).
+    /// `live_bytes + damaged_bytes + charge_for(len)` would exceed [`Usage::capacity_bytes`]
+    /// (a value it replaces counts until the new one is written: a put is atomic, so both take
+    /// space at once; damage left by power cuts counts until compaction, which such a put
+    /// tries first, reclaims it).
     pub fn charge_for(&self, len: usize) -> u64 {
         Log::<F, PAGES>::value_bytes(len.min(u32::MAX as usize) as u32) as u64
     }
@@ -274,6 +278,15 @@ pub struct Usage {
     pub capacity_bytes: u64,
     /// Bytes charged to live records now: exact, also right after a mount.
     pub live_bytes: u64,
+    /// Bytes interrupted writes (power cuts) left in pages not yet reclaimed, charged like live
+    /// data: a put is refused only when `live_bytes + damaged_bytes` plus its charge exceeds
+    /// `capacity_bytes`, after compaction tried to reclaim the damage. Zero without cuts.
+    pub damaged_bytes: u64,
+    /// Power cuts in a row (two or more interrupted operations with none completed between
+    /// them, near full) took more free space than the store reserves for one: a put may then
+    /// be refused below capacity until removals or compaction restore the reserve. Removals
+    /// always go through (DESIGN.md section 9).
+    pub degraded: bool,
     /// Pages in the log.
     pub log_pages: u32,
 }

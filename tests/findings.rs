@@ -132,7 +132,7 @@ fn fits_or_full<const P: usize, const N: usize, const R: usize, const W: usize>(
             let u = s.usage();
             assert_eq!(s.pending_removals(), 0, "{ctx}: Full with removals pending");
             assert!(
-                u.live_bytes + s.charge_for(v.len()) > u.capacity_bytes,
+                u.live_bytes + u.damaged_bytes + s.charge_for(v.len()) > u.capacity_bytes,
                 "{ctx}: put {k} ({} bytes) refused with Full below capacity: {u:?}",
                 v.len()
             );

@@ -245,7 +245,7 @@ fn remove_never_fails_with_full() {
             Err(Error::Full) => {
                 let u = s.usage();
                 assert!(
-                    u.live_bytes + s.charge_for(n.min(max)) > u.capacity_bytes,
+                    u.live_bytes + u.damaged_bytes + s.charge_for(n.min(max)) > u.capacity_bytes,
                     "{k} {n}: {u:?}"
                 );
             }

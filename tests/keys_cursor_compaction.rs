@@ -268,7 +268,10 @@ fn listings_stay_exact<const P: usize, const N: usize, const R: usize, const W: 
                         }
                     }
                     Err(Error::Full) => {
-                        assert!(before.live_bytes + s.charge_for(len) > before.capacity_bytes, "{ctx}");
+                        assert!(
+                            before.live_bytes + before.damaged_bytes + s.charge_for(len) > before.capacity_bytes,
+                            "{ctx}"
+                        );
                         // Make room: remove a few of the oldest.
                         for _ in 0..3 {
                             let Some((&k, _)) = live.iter().min_by_key(|(_, c)| **c) else {

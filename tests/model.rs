@@ -330,7 +330,7 @@ fn run<const P: usize, const N: usize, const R: usize, const W: usize>(
                             m.pending.clear();
                             let u = s.usage();
                             prop_assert!(
-                                u.live_bytes + s.charge_for(bytes.len()) > u.capacity_bytes,
+                                u.live_bytes + u.damaged_bytes + s.charge_for(bytes.len()) > u.capacity_bytes,
                                 "{}: Full with {:?} for {} bytes",
                                 ctx,
                                 u,

@@ -162,11 +162,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.flash.write(a, &header.encode()).await.map_err(Error::Flash)?;
         }
         self.pages[next as usize].flags = 0;
+        if self.len > 0 && header.prev_torn {
+            // Mount reads a page the next header calls torn up to its last record, and charges
+            // the rest as damage (garbage, or space left when the page was sealed): so does this.
+            let old = self.head as usize;
+            self.pages[old].damage += page_size::<F>() - self.head_end;
+        }
         self.forget_dead_tail(dead);
         self.len = self.len + 1 - dead;
         self.head = next;
         self.head_seq = seq;
         self.head_off = PAGE_HEADER_LEN as u32;
+        self.head_end = self.head_off;
         self.head_checked = true;
         self.head_ctx = Ctx::from_header(&header);
         self.head_puts = 0;
@@ -199,20 +206,72 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Before the first write after mount: the rest of the head page must read as erased, or
-    /// it holds the remains of an interrupted write and the page is sealed.
+    /// it holds the remains of an interrupted write and the page is sealed, retracted, or
+    /// written on behind a Sync record. Mount plans it ([`Self::plan_head`]), so that the
+    /// damage is charged from the start; this carries the plan out.
     pub(super) async fn check_head(&mut self) -> Res<(), F> {
         if self.in_flight {
             // A write future was dropped part-way: treat its remains like those of a power cut.
             self.in_flight = false;
             self.head_checked = false;
+            self.head_plan = None;
         }
         if self.len == 0 || self.head_checked {
             return Ok(());
         }
+        let plan = match self.head_plan.take() {
+            Some(p) => p,
+            None => self.plan_head().await?,
+        };
         self.head_checked = true;
+        // Mount's charge for this plan gives way to the damage it now makes.
+        let info = &mut self.pages[self.head as usize];
+        info.damage -= core::mem::take(&mut self.head_guess).min(info.damage);
         let page = page_size::<F>();
-        if self.head_off as usize + TAG_LEN > page as usize {
+        let w = ws::<F>();
+        let start = self.head_off;
+        let resume = match plan {
+            HeadPlan::Done => return Ok(()),
+            HeadPlan::Retract => {
+                self.retract_head();
+                return Ok(());
+            }
+            HeadPlan::Clean(at) => at,
+            HeadPlan::Torn(at) => {
+                self.mark_torn();
+                at
+            }
+        };
+        let sync_len = stored_len(8, w) as u32;
+        if resume + sync_len + stored_len(MIN_SPLIT, w) as u32 > page {
+            // Too little room to resume: sealed here. Its rest is charged as damage when the
+            // page stops being the head, if the next header calls it torn (open_page).
+            self.head_off = page;
             return Ok(());
+        }
+        // Resume behind a Sync record that readers find by searching; what a later mount skips
+        // to reach it, and the Sync itself, are the page's damage (measured alike by the scan).
+        self.pages[self.head as usize].damage += resume + sync_len - start;
+        self.head_off = resume;
+        self.head_end = resume;
+        let mut data = [0u8; 8];
+        data[0..4].copy_from_slice(&crate::codec::SYNC_MAGIC.to_le_bytes());
+        data[4..8].copy_from_slice(&self.head_seq.to_le_bytes());
+        let tag = Tag::new(RecordType::Sync, false, 8, 0);
+        // A failed write seals the page (write_record) and the operation fails with the
+        // flash's error; the next one starts in a fresh page. Swallowing it (as before) let
+        // the operation go on and answer `Full` for the room the seal cost, with the power
+        // off (the 200-round matrix, 4096 x 5 WRITE 8 ECC): a cause misreported.
+        self.write_record(tag, &mut Source::ram(&[&data]), 8).await?;
+        Ok(())
+    }
+
+    /// What [`Self::check_head`] will do with the head page: reads the rest of it (after the
+    /// last valid record) and changes nothing.
+    pub(super) async fn plan_head(&mut self) -> Res<HeadPlan, F> {
+        let page = page_size::<F>();
+        if self.len == 0 || self.head_off as usize + TAG_LEN > page as usize {
+            return Ok(HeadPlan::Done);
         }
         // Whatever an interrupted write left after the last valid record.
         let mut last_used = None;
@@ -247,12 +306,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         // (a written tag's top byte is never 0xFF). Otherwise: past the record the garbage
         // starts with (one staging buffer if its tag is unreadable) and past the last visible
         // byte plus one staging buffer, the most a single write call covers beyond it.
-        let resume = match last_used {
-            None => self.head_off + round_up(TAG_LEN, w) as u32,
-            Some(_) if self.head_bare && self.len >= 2 => {
-                self.retract_head();
-                return Ok(());
-            }
+        Ok(match last_used {
+            None => HeadPlan::Clean(self.head_off + round_up(TAG_LEN, w) as u32),
+            Some(_) if self.head_bare && self.len >= 2 => HeadPlan::Retract,
             Some(last) => {
                 let word = self.word_ok(Self::addr(self.head, self.head_off)).await?.unwrap_or(0);
                 // A tag whose record would not fit in the page is garbage too.
@@ -263,28 +319,24 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                         }
                         _ => STAGE,
                     } as u32;
-                let at = round_up(record_end.max(last + 1) as usize, w) as u32 + STAGE as u32;
-                self.seal_torn();
-                at
+                HeadPlan::Torn(round_up(record_end.max(last + 1) as usize, w) as u32 + STAGE as u32)
             }
-        };
+        })
+    }
+
+    /// The damage carrying out `plan` leaves on flash that a later mount measures (and that the
+    /// head page is charged from mount on): the skip and the Sync record of a resumption, or
+    /// the rest of a page sealed at garbage.
+    pub(super) fn plan_damage(&self, plan: HeadPlan) -> u32 {
+        let (page, w) = (page_size::<F>(), ws::<F>());
         let sync_len = stored_len(8, w) as u32;
-        if resume + sync_len + stored_len(MIN_SPLIT, w) as u32 > page {
-            self.head_off = page;
-            return Ok(());
+        match plan {
+            // Written by the first write, and charged then: a Sync behind untouched space; the
+            // rest of a page too short to resume in, once the page stops being the head.
+            HeadPlan::Done | HeadPlan::Retract | HeadPlan::Clean(_) => 0,
+            HeadPlan::Torn(at) if at + sync_len + stored_len(MIN_SPLIT, w) as u32 > page => 0,
+            HeadPlan::Torn(at) => at + sync_len - self.head_off,
         }
-        // Resume behind a Sync record that readers find by searching.
-        self.head_off = resume;
-        let mut data = [0u8; 8];
-        data[0..4].copy_from_slice(&crate::codec::SYNC_MAGIC.to_le_bytes());
-        data[4..8].copy_from_slice(&self.head_seq.to_le_bytes());
-        let tag = Tag::new(RecordType::Sync, false, 8, 0);
-        // A failed write seals the page (write_record) and the operation fails with the
-        // flash's error; the next one starts in a fresh page. Swallowing it (as before) let
-        // the operation go on and answer `Full` for the room the seal cost, with the power
-        // off (the 200-round matrix, 4096 x 5 WRITE 8 ECC): a cause misreported.
-        self.write_record(tag, &mut Source::ram(&[&data]), 8).await?;
-        Ok(())
     }
 
     /// Takes back the head page when it holds only context records and the remains of an
@@ -294,7 +346,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Resuming behind the remains instead wastes up to a value per cut, and cuts in a row
     /// during recovery then fill page after page with nothing live, which no compaction can
     /// reclaim while the tail page's copy does not fit.
-    fn retract_head(&mut self) {
+    pub(super) fn retract_head(&mut self) {
         let h = self.head;
         debug_assert!(
             self.head_bare && self.len >= 2,
@@ -309,6 +361,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.head = self.ring_back(h, 1);
         self.head_seq -= 1;
         self.head_off = page_size::<F>();
+        // Its rest was charged when it stopped being the head (or by mount): not again.
+        self.head_end = self.head_off;
         self.head_ctx.origin = None;
         self.head_puts = 0;
         self.head_bare = false;
@@ -333,13 +387,15 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// check CRCs there, the next page header says so, and nothing more is written to it
     /// unless [`Self::check_head`] resumes past the damage behind a `Sync` record.
     pub(super) fn seal_torn(&mut self) {
+        self.mark_torn();
         self.head_off = page_size::<F>();
+    }
+
+    /// The flags of [`Self::seal_torn`]: the page is read with CRCs checked, and the next page
+    /// header says it ended torn.
+    fn mark_torn(&mut self) {
         self.prev_torn = true;
-        let info = &mut self.pages[self.head as usize];
-        if info.flags & F_TORN != 0 {
-            info.flags |= F_CUT2;
-        }
-        info.flags |= F_TORN;
+        self.pages[self.head as usize].flags |= F_TORN;
     }
 
     pub(super) fn want_ctx(&self, ns: u64, key: Option<Key>, origin: Option<Origin>) -> Ctx {
@@ -555,6 +611,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Err(e);
         }
         self.head_off += stored as u32;
+        self.head_end = self.head_off;
         Ok(stored as u32)
     }
 }

@@ -109,6 +109,25 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         Ok(())
     }
 
+    /// Compacts until no page of the log holds damage (interrupted writes' remains), or until
+    /// compaction finds no room. A put that fits the capacity only without the damage calls
+    /// this before it is refused: the damage is charged while it is on flash, and this is how
+    /// it leaves, also when it sits in the head page (the head moves on first). At most one
+    /// rotation of the log.
+    pub(super) async fn reclaim_damage(&mut self, ns: u64) -> Res<(), F> {
+        self.check_head().await?;
+        for _ in 0..=2 * N + 1 {
+            if self.damaged() == 0 {
+                break;
+            }
+            match self.compact_oldest(ns).await {
+                Err(Error::Full) => break,
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
     /// Copies one live put to the head, unchanged but for its fragmentation.
     pub(super) async fn move_record(
         &mut self,

@@ -42,10 +42,21 @@ const F_BLANK: u8 = 8;
 const F_DIRTY: u8 = 16;
 /// The page ended in an interrupted write: every record's CRC is checked when scanning it.
 const F_TORN: u8 = 64;
-/// The page holds the remains of more than one interrupted write.
-const F_CUT2: u8 = 128;
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
+
+/// What the first write after mount does with the rest of the head page (append.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadPlan {
+    /// No room for a record: nothing.
+    Done,
+    /// Untouched: resume at this offset, behind a Sync record (a tag word may be torn unseen).
+    Clean(u32),
+    /// Garbage in a page of nothing but context: give the page back (I7).
+    Retract,
+    /// Garbage: resume behind a Sync record at this offset, or seal the page if it is too short.
+    Torn(u32),
+}
 
 /// What the store keeps in RAM per page: enough to skip pages when looking for a key and to
 /// know when a page holds nothing live.
@@ -63,6 +74,10 @@ pub struct PageInfo {
     /// Bit k: a put or removal of kind k is in the page.
     kinds: u8,
     flags: u8,
+    /// Bytes interrupted writes took in the page beyond their own records: each skipped run
+    /// up to and including the Sync record behind it, or the rest of a page sealed at garbage.
+    /// Charged like live data until the page is reclaimed (space.rs, DESIGN.md section 9).
+    damage: u32,
 }
 
 impl PageInfo {
@@ -73,6 +88,7 @@ impl PageInfo {
         ctx: 0,
         kinds: 0,
         flags: 0,
+        damage: 0,
     };
 
     fn note(&mut self, kind: Kind, lo: u32, hi: u32) {
@@ -199,8 +215,8 @@ struct Cursor {
     damaged: bool,
     /// In a torn page: garbage was met (and skipped if a Sync followed).
     skipped: bool,
-    /// How many runs of garbage were met: the interrupted writes the page holds.
-    garbage: u8,
+    /// Bytes skipped to reach a Sync record, and Sync records (the page's damage so far).
+    damage: u32,
     /// In a torn page: the scan ended at garbage with no Sync after it.
     torn_end: bool,
 }
@@ -275,6 +291,14 @@ pub struct Log<F: NorFlash, const N: usize> {
     in_flight: bool,
     /// The head page holds nothing but its header and context records (and the remains of
     /// interrupted writes): erasing it loses nothing (DESIGN.md section 12, I6).
+    /// Damage charged at mount for garbage the head page's scan ended at (the rest of the
+    /// page, the most it can be) until the recovery measures it (`check_head`).
+    /// End of the head page's last record: where mount's scan of it stops (`head_off` is
+    /// past it when the page is sealed or writing resumes behind a skip).
+    head_end: u32,
+    head_guess: u32,
+    /// What mount found at the end of the head page, for [`Log::check_head`] to carry out.
+    head_plan: Option<HeadPlan>,
     head_bare: bool,
     /// The `prev_torn` flag of the head page's header: how the page before it ended.
     head_prev_torn: bool,

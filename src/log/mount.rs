@@ -79,6 +79,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             prev_torn: false,
             in_flight: false,
             head_bare: false,
+            head_guess: 0,
+            head_end: 0,
+            head_plan: None,
             head_prev_torn: false,
             op_sound: false,
             recent: [(0, RECENT_EMPTY); RECENT],
@@ -156,10 +159,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.summarize(head, &e);
         }
         self.report.torn_tail = c.torn_end;
-        if c.garbage > 1 {
-            // More than one interrupted write left its remains here (space.rs counts them).
-            self.pages[head as usize].flags |= F_CUT2;
-        }
+        self.pages[head as usize].damage = c.damage;
         if c.skipped {
             // Garbage from an earlier session sits in the head page: whichever session leaves
             // it must say so in the next page header.
@@ -168,6 +168,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             self.pages[head as usize].flags &= !F_TORN;
         }
         self.head_off = c.off;
+        self.head_end = c.off;
         self.head_ctx = c.ctx;
         self.head_puts = c.puts;
         let tail_seq = retired.min(hh.seq).max(hh.seq.saturating_sub(N as u32 - 1));
@@ -213,14 +214,25 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             while let Some(e) = self.next_entry(&mut c).await? {
                 self.summarize(p, &e);
             }
-            if c.garbage > 1 {
-                self.pages[p as usize].flags |= F_CUT2;
-            }
+            // A torn page's rest, after its last record, is damage too (open_page and
+            // seal_torn charge it alike while writing).
+            self.pages[p as usize].damage = c.damage + if torn { page_size::<F>() - c.off } else { 0 };
             if c.damaged && !torn {
                 self.report.damaged_records += 1;
             }
         }
         self.report.log_pages = self.len as u32;
+        // What the first write will do with the rest of the head page, planned now (reads
+        // only) so that the damage it finds is charged from the start. Giving back a head page
+        // of nothing but context changes RAM only, so it is done now.
+        let plan = self.plan_head().await?;
+        if plan == HeadPlan::Retract {
+            self.retract_head();
+        } else {
+            self.head_guess = self.plan_damage(plan);
+            self.pages[head as usize].damage += self.head_guess;
+            self.head_plan = Some(plan);
+        }
         // The page the head opens next may hold a header write torn without a visible trace
         // (ECC flash counts such words as programmed): it is erased before use, whatever it
         // reads (DESIGN.md section 12, I1).

@@ -11,6 +11,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// compacting as needed. Below capacity this cannot fail with `Full` (space.rs); that it
     /// does not is checked in debug builds.
     pub(super) async fn room_for(&mut self, need: u32, ns: u64) -> Res<(), F> {
+        self.check_head().await?;
         let sound = self.sound();
         self.op_sound = sound;
         let r = self.make_room(need, ns).await;
@@ -28,6 +29,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// may also take the last free page: a removal adds no live data, and the pages it makes
     /// dead are retired by the next page header.
     pub(super) async fn room_to_remove(&mut self, need: u32, actual: u32, ns: u64) -> Res<bool, F> {
+        self.check_head().await?;
         let sound = self.sound();
         self.op_sound = sound;
         let r = self.make_room(need, ns).await;
@@ -39,23 +41,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
     }
 
-    /// Whether the log is inside the space model: live data within capacity and the reserve
-    /// free. Every sequence of operations from an empty store stays inside it.
-    /// The model reserves room for what one interrupted write wastes: a log with more than
-    /// one page sealed after a cut (repeated cuts during recovery) may have lost more.
+    /// Whether the log is inside the space model: the charge (live data and the damage of
+    /// interrupted writes) within capacity and the reserve free. Every sequence of operations
+    /// from an empty store stays inside it, with any number of power cuts: what each cut
+    /// wastes beyond its own record is charged (space.rs), so no count of cuts is assumed.
     fn sound(&self) -> bool {
-        self.charged() <= self.capacity() && self.avail() >= self.keep && self.torn_writes() <= 1
-    }
-
-    /// Interrupted writes whose remains are in the log: one per torn page, two for a page that
-    /// holds more than one.
-    fn torn_writes(&self) -> usize {
-        (0..self.len)
-            .map(|d| {
-                let f = self.pages[self.ring_back(self.head, d) as usize].flags;
-                (f & F_TORN != 0) as usize + (f & F_CUT2 != 0) as usize
-            })
-            .sum()
+        self.charged() <= self.capacity() && self.avail() >= self.keep
     }
 
     fn check_room(&self, r: Res<(), F>, need: u32, sound: bool) -> Res<(), F> {
@@ -74,16 +65,21 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Stores the concatenation of `parts` (`len` bytes) under `key` in namespace `ns`,
-    /// replacing any value. Refused with [`Error::Full`] only when the live data plus this
-    /// value would exceed the capacity (a value it replaces counts: both are on flash until the
-    /// new one is whole), after pending deferred removals were written. An admitted put always
-    /// completes (unless the flash fails).
+    /// replacing any value. Refused with [`Error::Full`] only when the charge (live data and
+    /// damage, space.rs) plus this value would exceed the capacity (a value it replaces counts:
+    /// both are on flash until the new one is whole), after pending deferred removals were
+    /// written and, if the value fits without the damage, after compaction tried to reclaim
+    /// it. An admitted put always completes (unless the flash fails).
     pub async fn put(&mut self, ns: u64, key: Key, parts: &[&[u8]], len: u32) -> Res<(), F> {
+        // Recovery first: admission counts the damage it makes.
+        self.check_head().await?;
         if !self.admits(len) {
-            if self.pending_len == 0 {
-                return Err(Error::Full);
+            if self.pending_len > 0 {
+                self.flush_pending().await?;
             }
-            self.flush_pending().await?;
+            if !self.admits(len) && self.charged() - self.damaged() + Self::value_bytes(len) <= self.cap {
+                self.reclaim_damage(ns).await?;
+            }
             if !self.admits(len) {
                 return Err(Error::Full);
             }

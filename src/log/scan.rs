@@ -15,7 +15,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             ctx: Ctx::from_header(&h),
             damaged: false,
             skipped: false,
-            garbage: 0,
+            damage: 0,
             torn_end: false,
         }
     }
@@ -82,19 +82,22 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             match self.find_sync(c.page, c.off + ws::<F>() as u32, c.end, c.seq).await? {
                 Some(at) => {
                     c.skipped |= !erased;
-                    c.garbage = c.garbage.saturating_add(!erased as u8);
+                    c.damage += at - c.off;
                     c.off = at;
                 }
                 None => {
                     c.torn_end = !erased;
                     c.skipped |= !erased;
-                    c.garbage = c.garbage.saturating_add(!erased as u8);
                     c.end = c.off;
                     return Ok(None);
                 }
             }
         };
         let stored = stored_len(tag.data_len(), ws::<F>()) as u32;
+        if let RecordType::Sync = tag.ty {
+            // Written only by a recovery (append.rs, `check_head`): part of its damage.
+            c.damage += stored;
+        }
         match tag.ty {
             RecordType::Batch | RecordType::Namespace | RecordType::Origin | RecordType::Retire | RecordType::Sync => {
                 let n = tag.data_len().min(8);

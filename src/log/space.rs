@@ -163,10 +163,32 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if info.live == 0 { 0 } else { info.live + info.ctx as u32 }
     }
 
-    /// Live data now, as charged: exact.
+    /// What the log is charged now: live data and the damage of interrupted writes. Exact,
+    /// also right after mount (the scan measures damage as the recovery that made it did).
     pub fn charged(&self) -> u32 {
         (0..self.len)
             .map(|d| self.page_charge(self.ring_back(self.head, d)))
+            .sum::<u32>()
+            + self.damaged()
+    }
+
+    /// Whether power cuts in a row took more free space than the model reserves for one
+    /// interrupted operation (`cut`): every operation from an empty store, and any one cut,
+    /// leaves at least `keep - cut` free. Below that, compaction may lack room for its next
+    /// copy and a put may be refused below capacity until removals make room. Never wedged:
+    /// removals still go through, and compaction restores the reserve once it can.
+    pub fn degraded(&self) -> bool {
+        self.len > 0 && self.avail() + Self::costs().cut < self.keep
+    }
+
+    /// Bytes interrupted writes took beyond their own records, in pages still in the log: the
+    /// skips to the Sync records writing resumed behind, the Sync records, the rest of pages
+    /// sealed at garbage. Charged like a live value in its page, which compaction drops instead
+    /// of copying, so the model's invariant holds after any number of cuts; the one reserve
+    /// (`cut`) still covers the recovery that has not measured its damage yet.
+    pub fn damaged(&self) -> u32 {
+        (0..self.len)
+            .map(|d| self.pages[self.ring_back(self.head, d) as usize].damage)
             .sum()
     }
 

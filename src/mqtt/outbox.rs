@@ -724,7 +724,8 @@ async fn record_len<P: Persistence>(
 impl<F: embedded_storage_async::nor_flash::NorFlash, const PAGES: usize, const W: usize, const BUF: usize>
     Outbox<crate::Store<F, PAGES>, W, BUF>
 {
-    /// Bytes the store can still take (an estimate: framing and compaction reserve apply).
+    /// Bytes the store can still take (an estimate: framing applies, and damage left by power
+    /// cuts, which a put that needs the room first tries to reclaim).
     pub fn bytes_free(&self) -> u64 {
         let u = self.store.usage();
         u.capacity_bytes.saturating_sub(u.live_bytes)

@@ -541,10 +541,6 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
     // After a power cut, a sealed torn page wastes space and the tail may stay torn until the
     // next write: the space bound and the clean-tail check only apply to cut-free runs.
     let cuts = !plan.is_empty();
-    // Power cuts the store recovered from so far: the space model covers one interrupted
-    // write; after more, a put may be refused below capacity (DESIGN.md section 9, degraded
-    // states; open in issue 8). Removals must still go through.
-    let mut recovered = 0u32;
 
     for (step, op) in ops.iter().enumerate() {
         let ctx = format!("{geo} step {step} {op:?}");
@@ -617,7 +613,6 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
         }
         if matches!(r, Err(E::Flash(SimFlashError::PowerCut))) {
             assert!(!s.flash().powered(), "{ctx}: PowerCut error with power on");
-            recovered += 1;
             let Some(r) = recover(s, max, &before, Some(op), &ctx) else {
                 return;
             };
@@ -672,7 +667,7 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                             let u = s.usage();
                             assert_eq!(u.capacity_bytes, capacity, "{ctx}: capacity changed");
                             assert!(
-                                recovered >= 2 || u.live_bytes + s.charge_for(bytes.len()) > u.capacity_bytes,
+                                u.live_bytes + u.damaged_bytes + s.charge_for(bytes.len()) > u.capacity_bytes,
                                 "{ctx}: Full with {u:?} for {} bytes",
                                 bytes.len()
                             );
@@ -722,7 +717,6 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
                 let r = block_on(s.remove_deferred(*k));
                 if matches!(r, Err(E::Flash(SimFlashError::PowerCut))) {
                     // The set was full and its flush was cut.
-                    recovered += 1;
                     let Some(r) = recover(s, max, &before, Some(op), &ctx) else {
                         return;
                     };
@@ -808,7 +802,6 @@ fn engine<const P: usize, const N: usize, const R: usize, const W: usize>(
         if !s.flash().powered() {
             // The cut fired during a write whose failure the store absorbed, and the operation
             // completed: it must be durable like any other.
-            recovered += 1;
             let Some(r) = recover(s, max, &m, None, &ctx) else {
                 return;
             };
