@@ -310,7 +310,10 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
                 }
                 Err(e) => Err(classify(&e)),
             };
-            let _ = client.abort().await;
+            if outcome.is_err() {
+                // rust-mqtt's abort asserts a failed connection; a healthy one is just dropped.
+                let _ = client.abort().await;
+            }
             if delivered > 0 {
                 losses = 0;
                 client_errors = 0;
