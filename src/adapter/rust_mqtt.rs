@@ -41,8 +41,9 @@
 //!
 //! # Not done yet
 //!
-//! The end-to-end tests against mosquitto, a device example and a thumbv7em CI build line
-//! for this module are still to come (see CHANGELOG).
+//! tests/e2e_rust_mqtt.rs covers scenarios (a) offline + reboot and (b) connection resets
+//! against mosquitto; overflow, power-cut and QoS 2 scenarios and a device example are still
+//! to come.
 
 use core::future::{Future, poll_fn};
 use core::net::SocketAddr;
