@@ -22,6 +22,9 @@ else
 fi
 
 cd tools/size
+# The probe is its own workspace: its ELF goes to tools/size/target whatever CARGO_TARGET_DIR
+# the caller set for the main crate.
+export CARGO_TARGET_DIR="$root/tools/size/target"
 declare -A text bss
 for v in baseline mqtt-persist ss-queue ss-map ekv; do
     cargo build --quiet --release --target thumbv7em-none-eabihf --features "$v" >&2
