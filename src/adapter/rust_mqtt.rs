@@ -22,14 +22,26 @@
 //!   that returned `Ok` is on flash until its PUBACK (removal deferred, so a power cut can
 //!   resend an acknowledged message). First transmissions are in publish order; a duplicate
 //!   is always one of the `W` resent after a loss.
-//! - **QoS 2: exactly once is not possible across a reboot or a reconnect between PUBREC and
-//!   PUBCOMP.** A restored PUBREL would need the wire packet id in a rust-mqtt session, which
-//!   rust-mqtt 0.6 cannot be given (see above). The driver therefore never stores the PUBREL
-//!   state: the PUBREC and PUBCOMP steps are recorded together when PUBCOMP arrives, and a
-//!   flow cut before that is published again, as a new message, on a clean session. If the
-//!   broker had not yet received the PUBREL, the clean start discards the held copy and the
-//!   message is delivered once; if the PUBREL had reached it (the broker released the message)
-//!   and only the PUBCOMP was lost, the message is delivered twice. Nothing is lost.
+//! - **QoS 2: exactly once without a reboot or reconnect; at least once across one.** On one
+//!   connection rust-mqtt answers PUBREC with PUBREL itself and the driver removes the message
+//!   at PUBCOMP. Exactly once across a reboot (or a reconnect) between PUBREC and PUBCOMP is
+//!   not possible with rust-mqtt 0.6, because the PUBREL cannot be sent again:
+//!   - `PacketIdentifier::new` is `pub(crate)`; a `PacketIdentifier` only comes from
+//!     `Client::publish` or from a received packet, so the id stored on flash cannot be turned
+//!     into one;
+//!   - even with the id, PUBREL is only sent by `Client::rerelease` / `Client::manual_release`
+//!     for a flow the client's in-RAM `Session` holds in its "PUBREL due" state, which only a
+//!     PUBREC for a PUBLISH that same session issued creates; `Client::new` always starts an
+//!     empty session and nothing restores one (`Client::republish` likewise needs an id the
+//!     session tracks).
+//!
+//!   The driver therefore never stores the PUBREL state: the PUBREC and PUBCOMP steps are
+//!   recorded together when PUBCOMP arrives, and a flow cut before that is published again,
+//!   as a new message, on a clean session. If the broker had not received the PUBREL, the
+//!   clean start discards its unreleased copy (mosquitto releases QoS 2 messages on PUBREL)
+//!   and the message is delivered once; if the PUBREL had reached it and only the PUBCOMP was
+//!   lost, that message, and only it, is delivered twice. Nothing is lost. tests/e2e_rust_mqtt.rs
+//!   (e1) to (e3) show the three cases against mosquitto.
 //! - **QoS 0** messages are persisted only with `persist_qos0` and sent at most once.
 //! - A PUBACK or PUBCOMP with an error reason code (MQTT 5 rejection) removes the message and
 //!   is reported as [`Event::Rejected`]; retrying it would be a new message.
@@ -39,11 +51,11 @@
 //!   publishes) need a buffer; the driver gives rust-mqtt [`NoBuffer`], so such a packet ends
 //!   the connection with a client error. mosquitto sends none on success.
 //!
-//! # Not done yet
+//! # Tests
 //!
-//! tests/e2e_rust_mqtt.rs covers scenarios (a) offline + reboot and (b) connection resets
-//! against mosquitto; overflow, power-cut and QoS 2 scenarios and a device example are still
-//! to come.
+//! tests/e2e_rust_mqtt.rs, against mosquitto through a fault-injecting proxy: (a) offline +
+//! reboot, (b) connection resets, (c) both overflow policies, (d) a power cut mid-burst,
+//! (e1)-(e3) QoS 2 without and with a reboot between PUBREC and PUBCOMP.
 
 use core::future::{Future, poll_fn};
 use core::net::SocketAddr;
@@ -192,8 +204,13 @@ struct Flight {
 
 enum Failure<E> {
     Outbox(OutboxError<E>),
+    /// The transport failed (rust-mqtt has failed the connection).
     Lost,
+    /// rust-mqtt failed the connection for another reason.
     Client(&'static str),
+    /// An error that leaves the connection healthy (a recoverable rust-mqtt error, or one of the
+    /// driver's own checks): the connection is closed, not aborted.
+    Local(&'static str),
 }
 
 impl<E> From<OutboxError<E>> for Failure<E> {
@@ -203,17 +220,20 @@ impl<E> From<OutboxError<E>> for Failure<E> {
 }
 
 fn classify<E, const N: usize>(e: &MqttError<'_, N>) -> Failure<E> {
-    match e {
-        MqttError::Network(_) | MqttError::RecoveryRequired => Failure::Lost,
-        MqttError::Server => Failure::Client("server: malformed packet or protocol error"),
-        MqttError::Alloc => Failure::Client("a received packet needs a buffer (NoBuffer)"),
-        MqttError::Disconnect { .. } => Failure::Client("the server refused or disconnected"),
-        MqttError::ServerMaximumPacketSizeExceeded | MqttError::PacketMaximumLengthExceeded => {
-            Failure::Client("packet too large")
-        }
-        MqttError::UnsupportedByServer => Failure::Client("unsupported by the server (QoS or retain)"),
-        MqttError::SendQuotaExceeded => Failure::Client("server receive maximum exceeded"),
-        _ => Failure::Client("client error"),
+    let reason = match e {
+        MqttError::Network(_) | MqttError::RecoveryRequired => return Failure::Lost,
+        MqttError::Server => "server: malformed packet or protocol error",
+        MqttError::Alloc => "a received packet needs a buffer (NoBuffer)",
+        MqttError::Disconnect { .. } => "the server refused or disconnected",
+        MqttError::ServerMaximumPacketSizeExceeded | MqttError::PacketMaximumLengthExceeded => "packet too large",
+        MqttError::UnsupportedByServer => "unsupported by the server (QoS or retain)",
+        MqttError::SendQuotaExceeded => "server receive maximum exceeded",
+        _ => "client error",
+    };
+    if e.is_recoverable() {
+        Failure::Local(reason)
+    } else {
+        Failure::Client(reason)
     }
 }
 
@@ -311,8 +331,9 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
                 }
                 Err(e) => Err(classify(&e)),
             };
-            if outcome.is_err() {
-                // rust-mqtt's abort asserts a failed connection; a healthy one is just dropped.
+            if let Err(Failure::Lost | Failure::Client(_)) = outcome {
+                // rust-mqtt's abort asserts a failed connection; a healthy one (an outbox
+                // error, a recoverable client error) is just dropped.
                 let _ = client.abort().await;
             }
             if delivered > 0 {
@@ -331,7 +352,7 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
                     events(Event::ConnectionLost);
                     backoff(losses).await;
                 }
-                Err(Failure::Client(reason)) => {
+                Err(Failure::Client(reason) | Failure::Local(reason)) => {
                     client_errors = client_errors.saturating_add(1);
                     events(Event::ClientError {
                         attempt: client_errors,
@@ -385,7 +406,7 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
                 let topic = MqttString::from_str(p.topic)
                     .ok()
                     .and_then(TopicName::new)
-                    .ok_or(Failure::Client("invalid topic name"))?;
+                    .ok_or(Failure::Local("invalid topic name"))?;
                 let qos = match p.qos {
                     QoS::AtMostOnce => MqttQoS::AtMostOnce,
                     QoS::AtLeastOnce => MqttQoS::AtLeastOnce,
@@ -412,7 +433,7 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
                         sequence: p.sequence,
                         qos: p.qos,
                     };
-                    flights.push(flight).map_err(|_| Failure::Client("window overflow"))?;
+                    flights.push(flight).map_err(|_| Failure::Local("window overflow"))?;
                 }
             }
             if flights.is_empty() {
