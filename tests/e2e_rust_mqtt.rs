@@ -265,7 +265,7 @@ fn b_connection_resets_every_50_messages_lose_nothing() {
         let resent = boot.resent();
         assert!(dups.is_subset(&resent), "duplicates only of resent messages: {dups:?}");
         eprintln!(
-            "(b) rust-mqtt, 2,000 with a reset every ~50: delivered {}/2000, {} duplicates (all of the {} resent), {resets} resets, {} connects, {:.1} s",
+            "(b) rust-mqtt, 2,000 with a reset every ~50: delivered {}/2000, {} duplicates, all among the {} resent, {resets} resets, {} connects, {:.1} s",
             first.len(),
             got.len() - first.len(),
             resent.len(),
@@ -367,7 +367,7 @@ fn d_power_cut_mid_burst_loses_no_acknowledged_publish() {
         assert!(first.len() <= durable + 1, "{} delivered", first.len());
         assert!(first.windows(2).all(|w| w[0] < w[1]), "first occurrences in publish order");
         eprintln!(
-            "(d) rust-mqtt, power cut after {durable} durable publishes ({} sent, {} acknowledged before the cut): delivered {}/{durable}, {} duplicates, 0 resets, {:.1} s",
+            "(d) rust-mqtt, power cut after {durable} durable publishes ({} sent, {} acknowledged before the cut): delivered {}/{durable}, {} duplicates, all of messages sent before the cut, 0 resets, {:.1} s",
             sent_before.len(),
             boot1.stats.delivered,
             first.iter().filter(|&&n| (n as usize) < durable).count(),
