@@ -457,12 +457,11 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
                 client.poll_header().await.map_err(|e| classify(&e))?
             };
             let event = client.poll_body(header).await.map_err(|e| classify(&e))?;
-            let (wire, done, reason) = match event {
-                MqttEvent::PublishAcknowledged(a) | MqttEvent::PublishComplete(a) => (a.packet_identifier, true, None),
-                MqttEvent::PublishRejected(r) => (r.packet_identifier, true, Some(r.reason_code.value())),
+            let (wire, reason) = match event {
+                MqttEvent::PublishAcknowledged(a) | MqttEvent::PublishComplete(a) => (a.packet_identifier, None),
+                MqttEvent::PublishRejected(r) => (r.packet_identifier, Some(r.reason_code.value())),
                 _ => continue,
             };
-            let _ = done;
             let Some(i) = flights.iter().position(|f| f.wire == wire) else {
                 continue;
             };
@@ -485,9 +484,11 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
                     }
                     Some(reason) => events(Event::Rejected { sequence, reason }),
                 }
-            } else {
-                let _ = f.sequence;
             }
+            debug_assert!(
+                sequence.is_none_or(|s| s == f.sequence),
+                "packet id mapped to its flight"
+            );
         }
     }
 }
