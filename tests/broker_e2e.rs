@@ -6,17 +6,22 @@
 //! `mosquitto` process instead (free port, config in a temp dir, listener on 127.0.0.1).
 //! Every wait is bounded; a scenario that stalls fails on its hard timeout.
 
+#[path = "support/e2e.rs"]
+mod e2e;
+#[path = "support/raw_mqtt.rs"]
+mod raw;
 #[path = "../examples/support/tcp.rs"]
 mod support;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use critical_section as _;
+use e2e::{Broker, BrokerKind, analyse, broker_kind, now_ms, wait_for};
 use embassy_futures::join::join;
 use embassy_futures::select::{Either, select};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
@@ -25,6 +30,7 @@ use mqtt_persist::adapter::{Ack, Client, Event, SharedOutbox, Turn};
 use mqtt_persist::flash::SimFlash;
 use mqtt_persist::mqtt::{OutboxConfig, OutboxError, OverflowPolicy, Publish, QoS, Receipt};
 use mqtt_persist::{Config, Store};
+use raw::{Received, packet, string};
 use support::{Faults, TokioNetwork, start_proxy};
 
 type Sim = SimFlash<4096, 64, 4, 4>;
@@ -32,89 +38,11 @@ const PAGES: usize = 64;
 const W: usize = 8;
 const BUF: usize = 256;
 
-// ---------------------------------------------------------------- broker
+// ---------------------------------------------------------------- broker and checking subscriber
 
-struct Broker {
-    addr: SocketAddr,
-    child: Option<std::process::Child>,
-    _dir: Option<TempDir>,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// rumqttd in process, or mosquitto with `MQTT_BROKER=mosquitto`.
 fn start_broker() -> Broker {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let broker = if std::env::var("MQTT_BROKER").as_deref() == Ok("mosquitto") {
-        let dir = std::env::temp_dir().join(format!("mqtt-persist-e2e-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest none\n"
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("MQTT_BROKER=mosquitto but the mosquitto binary cannot be started");
-        Broker {
-            addr,
-            child: Some(child),
-            _dir: Some(TempDir(dir)),
-        }
-    } else {
-        support::start_rumqttd(addr);
-        Broker {
-            addr,
-            child: None,
-            _dir: None,
-        }
-    };
-    support::wait_accepting(broker.addr);
-    broker
-}
-
-// ---------------------------------------------------------------- checking subscriber
-
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<u32>>>);
-
-impl Received {
-    fn snapshot(&self) -> Vec<u32> {
-        self.0.lock().unwrap().clone()
-    }
-    fn distinct(&self) -> usize {
-        self.0.lock().unwrap().iter().collect::<HashSet<_>>().len()
-    }
+    e2e::start_broker(broker_kind(BrokerKind::Rumqttd))
 }
 
 async fn subscribe(broker: SocketAddr, id: &str, topic: &str) -> Received {
@@ -123,31 +51,6 @@ async fn subscribe(broker: SocketAddr, id: &str, topic: &str) -> Received {
 
 async fn subscribe_qos(broker: SocketAddr, id: &str, topic: &str, qos: rumqttc::QoS) -> Received {
     Received(support::subscribe_readings(broker, id, topic, qos).await)
-}
-
-/// Waits (bounded) until `want` distinct readings arrived, then a little longer for stray
-/// duplicates.
-async fn wait_for(received: &Received, want: usize, limit: Duration) {
-    let start = Instant::now();
-    while received.distinct() < want && start.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-}
-
-/// First occurrences in order, and the readings seen more than once.
-fn analyse(received: &[u32]) -> (Vec<u32>, HashSet<u32>) {
-    let mut seen = HashSet::new();
-    let mut first = Vec::new();
-    let mut dups = HashSet::new();
-    for &n in received {
-        if seen.insert(n) {
-            first.push(n);
-        } else {
-            dups.insert(n);
-        }
-    }
-    (first, dups)
 }
 
 // ---------------------------------------------------------------- device
@@ -199,11 +102,6 @@ enum Drain {
     No,
     /// Publish and drain concurrently, stop once everything is acknowledged.
     UntilIdle,
-}
-
-fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// One boot of the device: mount the flash, restore the outbox, run mqttrust through the
@@ -600,32 +498,6 @@ fn d_power_cut_mid_burst_loses_no_acknowledged_publish() {
 /// rumqttc would to an adapter: it drives the outbox's QoS 2 flow step by step.
 struct RawClient(tokio::net::TcpStream);
 
-fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
 impl RawClient {
     async fn connect(broker: SocketAddr, client_id: &str, clean: bool) -> RawClient {
         use tokio::io::AsyncWriteExt;
@@ -648,20 +520,7 @@ impl RawClient {
     }
 
     async fn try_read(&mut self) -> Option<(u8, Vec<u8>)> {
-        use tokio::io::AsyncReadExt;
-        let first = self.0.read_u8().await.ok()?;
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let b = self.0.read_u8().await.ok()?;
-            len |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0u8; len];
-        self.0.read_exact(&mut body).await.ok()?;
-        Some((first, body))
+        raw::read_packet(&mut self.0).await
     }
 
     /// Reads until a packet of `kind` (upper nibble) for `packet_id` arrives.

@@ -10,6 +10,8 @@
 //! rumqttd in process instead. Every wait is bounded; a scenario that stalls fails on its
 //! hard timeout. The driver runs in a `tokio::spawn`ed task on a multi-threaded runtime.
 
+#[path = "support/e2e.rs"]
+mod e2e;
 #[path = "support/rumqttc_gateway.rs"]
 mod gateway;
 #[path = "support/raw_mqtt.rs"]

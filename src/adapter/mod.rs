@@ -27,6 +27,8 @@ use crate::persistence::Persistence;
 pub mod mqttrust;
 #[cfg(feature = "rumqttc")]
 pub mod rumqttc;
+#[cfg(feature = "rust-mqtt")]
+pub mod rust_mqtt;
 
 /// How a [`Client::publish`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,12 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
             outbox: Mutex::new(outbox),
             wake: Signal::new(),
         }
+    }
+
+    /// Waits until a message was published since the last wait (returns at once if one was).
+    /// For drivers that own their client's event loop instead of using [`Self::drain`].
+    pub async fn published(&self) {
+        self.wake.wait().await
     }
 
     /// Unwraps the outbox.

@@ -36,7 +36,8 @@ pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn string(s: &[u8], out: &mut Vec<u8>) {
+/// An MQTT string (or binary) field: length, then the bytes.
+pub fn string(s: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s);
 }
@@ -197,6 +198,16 @@ fn publish_payload(first: u8, body: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub async fn start_cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64) -> CutProxy {
+    cut_proxy(upstream, kind, cut_at, false).await
+}
+
+/// As [`start_cut_proxy`], but the `cut_at`-th packet of type `kind` is forwarded before the
+/// connection is closed: the broker gets it, its answer is lost.
+pub async fn start_cut_proxy_after(upstream: SocketAddr, kind: u8, cut_at: u64) -> CutProxy {
+    cut_proxy(upstream, kind, cut_at, true).await
+}
+
+async fn cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64, forward_cut: bool) -> CutProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let down = Arc::new(AtomicBool::new(false));
@@ -223,6 +234,10 @@ pub async fn start_cut_proxy(upstream: SocketAddr, kind: u8, cut_at: u64) -> Cut
                     while let Some((first, body)) = read_packet(&mut cr).await {
                         if first >> 4 == kind && s.fetch_add(1, Ordering::Relaxed) + 1 == cut_at {
                             d.store(true, Ordering::Relaxed);
+                            if forward_cut {
+                                let _ = sw.write_all(&packet(first, &body)).await;
+                                let _ = sw.flush().await;
+                            }
                             return;
                         }
                         if first >> 4 == 3

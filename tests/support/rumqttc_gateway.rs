@@ -1,5 +1,5 @@
 //! The gateway of tests/e2e_rumqttc.rs: a simulated flash shared across boots, the broker
-//! (mosquitto, or rumqttd in process), one boot of the device, and the checks' helpers.
+//! (mosquitto, or rumqttd in process; tests/support/e2e.rs), one boot of the device.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -13,8 +13,6 @@ use mqtt_persist::adapter::rumqttc::{Driver, Error, Event, RumqttcOutbox, Settin
 use mqtt_persist::flash::{BlockingFlash, SimFlash, block_on};
 use mqtt_persist::mqtt::{Dropped, OutboxConfig, OutboxError, Publish, QoS, Receipt};
 use mqtt_persist::{Config, Store};
-
-use crate::raw::Received;
 
 pub type Sim = SimFlash<4096, 64, 4, 4>;
 pub const PAGES: usize = 64;
@@ -109,104 +107,17 @@ pub async fn shut_down<const N: usize>(mut outbox: RumqttcOutbox<TestStore, N, B
 
 // ---------------------------------------------------------------- broker
 
-pub struct Broker {
-    pub addr: SocketAddr,
-    pub child: Option<std::process::Child>,
-    pub dir: Option<std::path::PathBuf>,
-}
+pub use crate::e2e::{Broker, analyse, now_ms, wait_flag, wait_for};
+use crate::e2e::{BrokerKind, broker_kind};
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
+/// `MQTT_BROKER=rumqttd`: run against rumqttd in process instead of mosquitto.
 pub fn rumqttd() -> bool {
-    std::env::var("MQTT_BROKER").as_deref() == Ok("rumqttd")
+    broker_kind(BrokerKind::Mosquitto) == BrokerKind::Rumqttd
 }
 
+/// mosquitto, or rumqttd with `MQTT_BROKER=rumqttd`.
 pub fn start_broker() -> Broker {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    if rumqttd() {
-        crate::support::start_rumqttd(addr);
-        return Broker {
-            addr,
-            child: None,
-            dir: None,
-        };
-    }
-    let dir = std::env::temp_dir().join(format!("mqtt-persist-rumqttc-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest none\n"
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto cannot be started (apt-get install -y mosquitto)");
-    let broker = Broker {
-        addr,
-        child: Some(child),
-        dir: Some(dir),
-    };
-    crate::support::wait_accepting(addr);
-    broker
-}
-
-/// Waits (bounded) until `want` distinct readings arrived, then a little longer for stray
-/// duplicates.
-pub async fn wait_for(received: &Received, want: usize, limit: Duration) {
-    let start = Instant::now();
-    while received.distinct() < want && start.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-}
-
-/// First occurrences in order, and the readings seen more than once.
-pub fn analyse(received: &[u32]) -> (Vec<u32>, HashSet<u32>) {
-    let mut seen = HashSet::new();
-    let mut first = Vec::new();
-    let mut dups = HashSet::new();
-    for &n in received {
-        if seen.insert(n) {
-            first.push(n);
-        } else {
-            dups.insert(n);
-        }
-    }
-    (first, dups)
-}
-
-pub fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-pub async fn wait_flag(flag: &AtomicBool) {
-    while !flag.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::e2e::start_broker(broker_kind(BrokerKind::Mosquitto))
 }
 
 pub fn settings() -> Settings {
