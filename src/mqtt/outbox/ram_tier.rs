@@ -40,6 +40,12 @@
 //!   of the publish order. Messages spilled before the cut are kept as in `Always`. A cut
 //!   during a spill keeps the spilled prefix (a torn record is not a record).
 //!
+//! # Cancellation
+//!
+//! Every async method, if cancelled, leaves the flash as a power cut at that point would and
+//! RAM unchanged, except that a spill cancelled between its write and the hand-over leaves the
+//! message in both tiers: it may be sent twice (a duplicate, never a loss).
+//!
 //! # Limits
 //!
 //! `max_buffered`, `max_bytes` and the overflow policy apply to the flash tier, at the spill:
@@ -354,7 +360,9 @@ impl<P: Persistence, const W: usize, const BUF: usize, const R: usize> TieredOut
     /// tier's limits and overflow policy, then hands it over: in flight, it becomes the flash
     /// tier's in-flight message with the same packet id.
     ///
-    /// Power loss or cancellation: the message is on flash or not, and still in RAM.
+    /// Power loss: the message is on flash or not (RAM is gone). Cancellation after the put
+    /// and before the hand-over leaves it both on flash and in RAM: it may then be sent twice
+    /// (a duplicate, never a loss), and the flash tier's count is one low until a restore.
     async fn spill_oldest(&mut self, dropped: &mut impl FnMut(Dropped)) -> Res<(), P> {
         let Some(i) = self.oldest(|_| true) else {
             return Ok(());
