@@ -43,7 +43,7 @@
 //! # Cancellation
 //!
 //! Every async method, if cancelled, leaves the flash as a power cut at that point would and
-//! RAM unchanged, except that a spill cancelled between its write and the hand-over leaves the
+//! RAM as before minus the messages already spilled, except that a spill cancelled between its write and the hand-over leaves the
 //! message in both tiers: it may be sent twice (a duplicate, never a loss).
 //!
 //! # Limits
