@@ -46,7 +46,9 @@ use crate::persistence::Persistence;
 use crate::store::KeyCursor;
 
 mod overflow;
+mod ram_tier;
 pub use overflow::{Limit, OverflowPolicy};
+pub use ram_tier::{Persist, TierReceipt, TieredOutbox};
 
 /// Outbox settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -92,9 +92,9 @@ impl fmt::Display for Limit {
 
 /// The drops one publish made.
 #[derive(Default)]
-struct Drops {
-    first: Option<u32>,
-    count: u32,
+pub(super) struct Drops {
+    pub(super) first: Option<u32>,
+    pub(super) count: u32,
 }
 
 type Res<T, P> = Result<T, OutboxError<<P as Persistence>::FlashError>>;
@@ -182,7 +182,7 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     }
 
     /// The outbox's own limit a record of `len` bytes would break, if any.
-    fn own_limit(&self, len: u32) -> Option<Limit> {
+    pub(super) fn own_limit(&self, len: u32) -> Option<Limit> {
         if self.buffered >= self.config.max_buffered {
             return Some(Limit::Count {
                 buffered: self.buffered,
@@ -198,7 +198,12 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     }
 
     /// Applies the policy to `limit`: an error, or one message dropped and reported.
-    async fn make_room(&mut self, limit: Limit, drops: &mut Drops, dropped: &mut impl FnMut(Dropped)) -> Res<(), P> {
+    pub(super) async fn make_room(
+        &mut self,
+        limit: Limit,
+        drops: &mut Drops,
+        dropped: &mut impl FnMut(Dropped),
+    ) -> Res<(), P> {
         if self.config.overflow == OverflowPolicy::RejectNewest {
             return Err(OutboxError::Full { limit });
         }
