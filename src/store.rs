@@ -40,8 +40,8 @@ pub struct KeyCursor(CursorPos);
 
 /// A Paho-style persistence store on NOR flash of `PAGES` erase pages.
 ///
-/// It owns the flash ([`Store::into_flash`] gives it back). RAM use is this struct: 12 bytes
-/// per page plus a fixed ~370 bytes; every operation works in bounded stack buffers.
+/// It owns the flash ([`Store::into_flash`] gives it back). RAM use is this struct: 20 bytes
+/// per page plus a fixed ~900 bytes; every operation works in bounded stack buffers.
 pub struct Store<F: NorFlash, const PAGES: usize> {
     log: Log<F, PAGES>,
     ns: Option<u64>,
