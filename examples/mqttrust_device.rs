@@ -6,7 +6,9 @@
 //!
 //! `cargo run --release --example mqttrust_device -- 127.0.0.1:1883 [IMAGE] [CLIENT_ID]`
 //!
-//! Watch with `mosquitto_sub -h 127.0.0.1 -t 'devices/#' -q 1 -v`.
+//! Watch with `mosquitto_sub -h 127.0.0.1 -t 'devices/#' -q 1 -v -c -i watcher` (a persistent
+//! session, so the broker keeps what arrives while the watcher is away). Each reading prints
+//! the message number it is stored under, and each acknowledgement that number.
 
 #[path = "support/tcp.rs"]
 mod support;
@@ -22,7 +24,7 @@ use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use mqtt_persist::adapter::mqttrust::{EpochNetwork, Link, MqttrustClient};
 use mqtt_persist::adapter::{Event, SharedOutbox};
 use mqtt_persist::file_flash::FileFlash;
-use mqtt_persist::mqtt::{Dropped, OutboxConfig, OutboxError, OverflowPolicy, Publish};
+use mqtt_persist::mqtt::{Dropped, OutboxConfig, OutboxError, OverflowPolicy, Publish, Receipt};
 use mqtt_persist::{Config, Store};
 use support::TokioNetwork;
 
@@ -53,10 +55,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut config = OutboxConfig::new(20_000);
         config.overflow = OverflowPolicy::DropOldest;
         let outbox: SharedOutbox<NoopRawMutex, _, 8, 256> = SharedOutbox::restore(store, config).await?;
-        println!(
-            "boot {boot}: {} readings from earlier boots are waiting on flash",
-            outbox.lock().await.capacity().buffered
-        );
+        {
+            let o = outbox.lock().await;
+            let waiting = o.capacity().buffered;
+            let maybe = o.restored_maybe_sent();
+            // The oldest `maybe` may have reached the broker already: in flight at the last
+            // shutdown, or acknowledged with their removal deferred (a power cut loses those
+            // removals). They are sent again, marked DUP; the rest were never sent.
+            println!(
+                "boot {boot}: {waiting} readings from earlier boots are waiting on flash: \
+                 up to {maybe} (the oldest) may already have been delivered, {} certainly not",
+                waiting - maybe
+            );
+        }
 
         let link = Link::new();
         let network = EpochNetwork::new(TokioNetwork, &link);
@@ -89,7 +100,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .publish_with(&Publish::new(&topic, payload.as_bytes()), now(), report)
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(Receipt::Stored { sequence, .. }) => println!("reading {n}: on flash as message {sequence}"),
+                    Ok(r) => println!("reading {n}: {r:?}"),
                     // Under drop-oldest only when nothing is left to drop; the limit says which.
                     Err(OutboxError::Full { limit }) => println!("reading {n} not stored: {limit}"),
                     Err(e) => println!("reading {n} not stored: {e}"),
@@ -97,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if n % 50 == 0 {
                     let c = outbox.lock().await.capacity();
                     println!(
-                        "reading {n}: connected {}, buffered {}, in flight {}, delivered {}",
+                        "status after reading {n}: connected {}, buffered {}, in flight {}, acknowledged {}",
                         link.is_up(),
                         c.buffered,
                         c.in_flight,
@@ -108,7 +120,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let drainer = async {
             let events = |e: Event| match e {
-                Event::Delivered { .. } => delivered.set(delivered.get() + 1),
+                Event::Delivered { sequence } => {
+                    delivered.set(delivered.get() + 1);
+                    // PUBACK received: removed from the outbox (the removal is written to flash
+                    // in batches; until then a power cut brings the message back, sent as DUP).
+                    println!("message {sequence}: acknowledged by the broker");
+                }
                 Event::Resending => println!("connection changed: resending unacknowledged readings"),
                 Event::Dropped(d) => println!("dropped {d:?}"),
             };

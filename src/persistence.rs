@@ -21,6 +21,10 @@ pub trait Persistence {
     /// The flash driver's error.
     type FlashError: Debug;
 
+    /// The most removals [`Self::remove_deferred`] holds before it writes them: after a power
+    /// cut at most this many removed keys come back. 0 where deferred removals are durable.
+    const MAX_DEFERRED_REMOVALS: usize = 0;
+
     /// Opens the store for `client_id` at `server_uri`; other identities' keys stay hidden.
     async fn open(&mut self, client_id: &str, server_uri: &str) -> Result<(), Error<Self::FlashError>>;
     /// Makes pending work durable and closes the store.
@@ -53,6 +57,7 @@ pub trait Persistence {
 
 impl<F: NorFlash, const PAGES: usize> Persistence for Store<F, PAGES> {
     type FlashError = F::Error;
+    const MAX_DEFERRED_REMOVALS: usize = crate::log::BATCH;
 
     async fn open(&mut self, client_id: &str, server_uri: &str) -> Result<(), Error<F::Error>> {
         Store::open(self, client_id, server_uri).await
@@ -131,6 +136,7 @@ impl<P, T, const BUF: usize> Transformed<P, T, BUF> {
 
 impl<P: Persistence, T: Transform, const BUF: usize> Persistence for Transformed<P, T, BUF> {
     type FlashError = P::FlashError;
+    const MAX_DEFERRED_REMOVALS: usize = P::MAX_DEFERRED_REMOVALS;
 
     async fn open(&mut self, client_id: &str, server_uri: &str) -> Result<(), Error<P::FlashError>> {
         self.inner.open(client_id, server_uri).await

@@ -257,6 +257,8 @@ pub struct Outbox<P: Persistence, const W: usize, const BUF: usize> {
     unreported: Vec<u32, UNREPORTED>,
     /// Messages with a sequence at or below this may have been sent: they carry DUP.
     sent_through: Option<u32>,
+    /// How many of the messages restored (the oldest) may have been sent before the reboot.
+    restored_maybe_sent: u32,
     scratch: [u8; BUF],
 }
 
@@ -292,7 +294,10 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                         }
                         max_seq = Some(max_seq.map_or(key.id(), |m: u32| m.max(key.id())));
                         queued_seen += 1;
-                        if queued_seen <= W {
+                        // Sent before the reboot, at most: the window, and before it the
+                        // acknowledged ones whose deferred removal a cut lost (they are the
+                        // oldest: messages are sent in sequence order).
+                        if queued_seen <= W + P::MAX_DEFERRED_REMOVALS {
                             sent_through = Some(key.id());
                         }
                     }
@@ -359,8 +364,18 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
             lookahead_pos: 0,
             unreported: Vec::new(),
             sent_through,
+            restored_maybe_sent: (queued_seen.min(W + P::MAX_DEFERRED_REMOVALS) as u32).min(buffered),
             scratch,
         })
+    }
+
+    /// Of the messages [`Self::restore`] found, how many, the oldest, may already have reached
+    /// the broker before the reboot: the ones in flight then (at most `W`) and those
+    /// acknowledged whose deferred removal a power cut lost (at most the store's
+    /// [`Persistence::MAX_DEFERRED_REMOVALS`]). They are sent again, with DUP. The others
+    /// (`capacity().buffered` at restore minus this) were certainly never sent.
+    pub fn restored_maybe_sent(&self) -> u32 {
+        self.restored_maybe_sent
     }
 
     /// The store, for example for [`crate::Store::usage`] (bytes free).
