@@ -23,6 +23,8 @@ use crate::mqtt::outbox::{Dropped, Outbox, OutboxConfig, OutboxError, Receipt, T
 use crate::mqtt::packet::{Publish, QoS, Record};
 use crate::persistence::Persistence;
 
+#[cfg(feature = "minimq")]
+pub mod minimq;
 #[cfg(feature = "mqttrust")]
 pub mod mqttrust;
 #[cfg(feature = "rumqttc")]
