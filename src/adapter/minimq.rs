@@ -1,4 +1,5 @@
-//! The adapter for the [minimq] 0.13 client (feature `minimq`, `no_std`, MQTT 5 only).
+//! The adapter for the [minimq](https://docs.rs/minimq/0.13) 0.13 client (feature `minimq`,
+//! `no_std`, MQTT 5 only).
 //!
 //! minimq 0.13 is an async session client over an `embedded-io-async` byte stream: a
 //! `minimq::Session` owns the packet buffers and the in-flight state, `Session::connect`
