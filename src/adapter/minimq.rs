@@ -62,6 +62,10 @@
 //! - minimq's keep-alive (default 60 s, [`Settings::keepalive_s`]) runs inside `poll`, which
 //!   the driver keeps polling while it waits for acknowledgements or new publishes. minimq
 //!   uses `embassy-time`, so the firmware needs an `embassy-time` driver.
+//! - While fewer than `W` are in flight the driver waits for `poll` or a new publish, whichever
+//!   comes first, and drops the `poll` future when a publish comes: minimq's `poll` is
+//!   cancel-safe only if the transport's `read` and `write` futures are (tokio's and
+//!   embassy-net's TCP sockets are).
 //! - A message must fit minimq's TX buffer (with the CONNECT workspace); one that does not
 //!   fails every connection with a client error until [`Settings::max_client_errors`].
 //!

@@ -1,5 +1,5 @@
 //! Helpers shared by the end-to-end tests (tests/broker_e2e.rs, tests/e2e_rumqttc.rs,
-//! tests/e2e_rust_mqtt.rs): the broker (a mosquitto process, or rumqttd in process), waiting
+//! tests/e2e_rust_mqtt.rs, tests/e2e_minimq.rs): the broker (a mosquitto process, or rumqttd in process), waiting
 //! for the checking subscriber, analysing what it received, a millisecond clock.
 //!
 //! A test file that uses it also declares `mod raw` (tests/support/raw_mqtt.rs) and
