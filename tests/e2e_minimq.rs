@@ -8,8 +8,8 @@
 //! Scenarios: (a) 500 offline publishes, then a reboot; (b) 2,000 publishes with the
 //! connection reset every ~50; (c) both overflow policies; (d) a power cut mid-burst; (e) QoS 2
 //! without a reboot, and with a reboot between PUBREC and PUBCOMP (see the module docs of
-//! `adapter::minimq` for why that is at least once, not exactly once). Each prints its
-//! figures on one line.
+//! `adapter::minimq` for why that is at least once, not exactly once); (f) publishes mosquitto
+//! refuses by ACL (PUBACK 0x87). Each prints its figures on one line.
 
 #[path = "support/e2e.rs"]
 mod e2e;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use critical_section as _;
-use e2e::{BrokerKind, analyse, now_ms, start_broker, wait_flag, wait_for};
+use e2e::{BrokerKind, analyse, now_ms, start_broker, start_broker_with_acl, wait_flag, wait_for};
 use embassy_futures::join::join;
 use embassy_futures::select::{Either, select};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
@@ -72,6 +72,8 @@ struct Report {
     /// Whether the outbox was empty at the end.
     idle: bool,
     stats: Stats,
+    /// Sequence numbers the broker refused, with the reason code.
+    refused: Vec<(u32, u8)>,
 }
 
 impl Report {
@@ -148,11 +150,15 @@ async fn device<const N: usize>(
     };
     let events = |e: Event| {
         let mut r = report.borrow_mut();
-        if let Event::Sent { sequence, dup } = e {
-            *r.sent.entry(sequence).or_default() += 1;
-            if dup {
-                r.dup.insert(sequence);
+        match e {
+            Event::Sent { sequence, dup } => {
+                *r.sent.entry(sequence).or_default() += 1;
+                if dup {
+                    r.dup.insert(sequence);
+                }
             }
+            Event::Rejected { sequence, reason } => r.refused.push((sequence, reason)),
+            _ => {}
         }
     };
     let backoff = |_| tokio::time::sleep(Duration::from_millis(20));
@@ -484,6 +490,47 @@ fn e3_qos2_reboot_after_the_broker_got_pubrel_duplicates_only_that_message() {
         assert_eq!(got, expect, "at least once: one duplicate, of reading 5");
         eprintln!(
             "(e3) minimq, QoS 2 reboot after PUBREL, PUBCOMP lost: delivered 10/10, 1 duplicate (reading 5), 1 reset, {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    });
+}
+
+// ---------------------------------------------------------------- (f) broker rejection
+
+#[test]
+fn f_a_puback_with_an_error_code_removes_the_message_and_is_reported() {
+    let started = Instant::now();
+    // Anonymous clients may publish on e2e/f/ok only; mosquitto answers an MQTT 5 publish it
+    // denies with PUBACK 0x87 (not authorized).
+    let acl = "topic read e2e/f/#\ntopic readwrite e2e/f/ok\n";
+    let broker = start_broker_with_acl(BrokerKind::Mosquitto, Some(acl));
+    runtime().block_on(async {
+        let faults = Arc::new(Faults::default());
+        let proxy = start_proxy(broker.addr, faults.clone()).await;
+        let received = raw::subscribe(broker.addr, "check-f", "e2e/f/#", 1).await;
+        let mut flash = Sim::boxed();
+        let (cfg, q) = (qos1(100), QoS::AtLeastOnce);
+        let denied = device::<W>(&mut flash, proxy, "dev-f", "e2e/f/denied", cfg, 0..20, Drain::UntilIdle, q).await;
+        assert!(denied.idle, "refused messages are removed");
+        assert_eq!(denied.stats.delivered, 0);
+        let refused: Vec<u32> = denied.refused.iter().map(|&(s, _)| s).collect();
+        assert_eq!(refused, (0..20).collect::<Vec<_>>(), "each refusal reported once, in order");
+        assert!(denied.refused.iter().all(|&(_, r)| r == 0x87), "{:?}", denied.refused);
+        assert_eq!(denied.stats.connects, 1, "a refusal does not end the connection");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(received.snapshot().is_empty(), "the broker delivered none of the refused");
+        // The store is empty again, so the sequence numbers start over.
+        let allowed = device::<W>(&mut flash, proxy, "dev-f", "e2e/f/ok", cfg, 0..20, Drain::UntilIdle, q).await;
+        assert!(allowed.idle);
+        assert_eq!(allowed.stats.delivered, 20);
+        assert!(allowed.refused.is_empty());
+        wait_for(&received, 20, Duration::from_secs(10)).await;
+        let got = received.snapshot();
+        assert_eq!(got, (0..20).collect::<Vec<_>>(), "only the allowed ones, once each, in order");
+        eprintln!(
+            "(f) minimq, 20 refused (PUBACK 0x87) then 20 allowed: delivered {}/20, {} refused and removed, 0 duplicates, 0 resets, {:.1} s",
+            got.len(),
+            refused.len(),
             started.elapsed().as_secs_f64()
         );
     });

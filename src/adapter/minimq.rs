@@ -58,7 +58,12 @@
 //! - **QoS 0** messages are persisted only with `persist_qos0` and sent at most once.
 //! - A PUBACK or PUBCOMP with an error reason code completes the op in minimq (it surfaces
 //!   as `PeerError::Rejected` from `poll`); the driver removes the message and reports
-//!   [`Event::Rejected`]; retrying it would be a new message.
+//!   [`Event::Rejected`]; retrying it would be a new message. minimq handles every buffered
+//!   packet in one `poll` and returns only the error, so when one read holds successful
+//!   acknowledgements next to the refusal, the messages completed in that `poll` are all
+//!   reported as rejected (all are removed either way; the label, not the delivery, is
+//!   approximate). A refusal does not end the connection.
+//!   tests/e2e_minimq.rs (f): mosquitto refusing by ACL (PUBACK 0x87).
 //! - minimq's keep-alive (default 60 s, [`Settings::keepalive_s`]) runs inside `poll`, which
 //!   the driver keeps polling while it waits for acknowledgements or new publishes. minimq
 //!   uses `embassy-time`, so the firmware needs an `embassy-time` driver.
@@ -73,7 +78,8 @@
 //!
 //! tests/e2e_minimq.rs, against mosquitto through a fault-injecting proxy: (a) offline +
 //! reboot, (b) connection resets, (c) both overflow policies, (d) a power cut mid-burst,
-//! (e1)-(e3) QoS 2 without and with a reboot between PUBREC and PUBCOMP.
+//! (e1)-(e3) QoS 2 without and with a reboot between PUBREC and PUBCOMP, (f) publishes the
+//! broker refuses.
 
 use core::future::{Future, poll_fn};
 use core::net::SocketAddr;
