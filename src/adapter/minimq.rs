@@ -69,8 +69,8 @@
 //!   uses `embassy-time`, so the firmware needs an `embassy-time` driver.
 //! - While fewer than `W` are in flight the driver waits for `poll` or a new publish, whichever
 //!   comes first, and drops the `poll` future when a publish comes: minimq's `poll` is
-//!   cancel-safe only if the transport's `read` and `write` futures are (tokio's and
-//!   embassy-net's TCP sockets are).
+//!   cancel-safe only if the transport's `read` and `write` futures are (a tokio
+//!   `TcpStream`'s are; check your stack's).
 //! - A message must fit minimq's TX buffer (with the CONNECT workspace); one that does not
 //!   fails every connection with a client error until [`Settings::max_client_errors`].
 //!
