@@ -5,9 +5,10 @@
 //! (mqttrust, rust-mqtt): the outbox keeps `W` of those futures running at once, started in
 //! publish order, and treats any publish that overlapped a connection change as unconfirmed,
 //! so it is sent again (a duplicate, never a loss). Clients that report acknowledgements by
-//! packet id (minimq, rumqttc) can drive [`crate::mqtt::Outbox`] directly with its `on_puback`
-//! / `on_pubrec` / `on_pubcomp` methods, or implement [`Client`] in a few lines by waiting for
-//! the matching event.
+//! packet id (rumqttc) or by an operation handle (minimq 0.13, `Op`) can drive
+//! [`crate::mqtt::Outbox`] directly with its `on_puback` / `on_pubrec` / `on_pubcomp` methods
+//! (as `rumqttc::Driver` and `minimq::Driver` do), or implement [`Client`] in a few lines by
+//! waiting for the matching event.
 
 use core::cell::Cell;
 use core::fmt::Debug;
@@ -23,6 +24,8 @@ use crate::mqtt::outbox::{Dropped, Outbox, OutboxConfig, OutboxError, Receipt, T
 use crate::mqtt::packet::{Publish, QoS, Record};
 use crate::persistence::Persistence;
 
+#[cfg(feature = "minimq")]
+pub mod minimq;
 #[cfg(feature = "mqttrust")]
 pub mod mqttrust;
 #[cfg(feature = "rumqttc")]

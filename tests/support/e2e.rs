@@ -1,5 +1,5 @@
 //! Helpers shared by the end-to-end tests (tests/broker_e2e.rs, tests/e2e_rumqttc.rs,
-//! tests/e2e_rust_mqtt.rs): the broker (a mosquitto process, or rumqttd in process), waiting
+//! tests/e2e_rust_mqtt.rs, tests/e2e_minimq.rs): the broker (a mosquitto process, or rumqttd in process), waiting
 //! for the checking subscriber, analysing what it received, a millisecond clock.
 //!
 //! A test file that uses it also declares `mod raw` (tests/support/raw_mqtt.rs) and
@@ -55,6 +55,12 @@ impl Drop for Broker {
 /// connections (bounded: 10 s). mosquitto: config in a temp dir, no persistence, queues and
 /// in-flight windows large enough for the scenarios.
 pub fn start_broker(kind: BrokerKind) -> Broker {
+    start_broker_with_acl(kind, None)
+}
+
+/// [`start_broker`]; for mosquitto with `acl`, the text of an ACL file (anonymous clients get
+/// the `topic` lines before any `user` line).
+pub fn start_broker_with_acl(kind: BrokerKind, acl: Option<&str>) -> Broker {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -73,14 +79,16 @@ pub fn start_broker(kind: BrokerKind) -> Broker {
     let dir = std::env::temp_dir().join(format!("mqtt-persist-e2e-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest none\n"
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+         max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest none\n"
+    );
+    if let Some(acl) = acl {
+        let file = dir.join("acl");
+        std::fs::write(&file, acl).unwrap();
+        text.push_str(&format!("acl_file {}\n", file.display()));
+    }
+    std::fs::write(&conf, text).unwrap();
     let child = std::process::Command::new("mosquitto")
         .arg("-c")
         .arg(&conf)
