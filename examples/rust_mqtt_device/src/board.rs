@@ -1,5 +1,6 @@
 //! Stand-ins for a board's HAL, so the example builds: a memory-mapped NOR flash, a TCP stack
 //! that has no link, a millisecond counter register. Replace each with the real driver.
+//! examples/minimq_device includes this file too (`#[path]`).
 
 use core::future::Future;
 use core::net::SocketAddr;
