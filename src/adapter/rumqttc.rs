@@ -5,6 +5,8 @@
 //! `pending` queue from RAM. Neither fits a persistent outbox, so this adapter does not go
 //! through [`AsyncClient::publish`] and does not implement [`super::Client`]: a [`Driver`]
 //! owns the [`EventLoop`] and drives the [`Outbox`] directly.
+//! With [`RumqttcOutbox::restore_tiered`] it drives a [`TieredOutbox`] (RAM-first) instead:
+//! `on_connected` at each CONNACK, `on_connection_lost` (spilling RAM) when a connection ends.
 //!
 //! - **Packet ids are the outbox's.** Between polls the driver hands each packet the outbox
 //!   gives out to rumqttc's own state machine (`EventLoop::state.handle_outgoing_packet`) as a
