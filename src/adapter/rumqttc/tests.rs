@@ -16,6 +16,28 @@ fn futures_are_send(
     assert_send(&driver.run(|| 0, |_| {}, false));
 }
 
+type FileStore = crate::Store<crate::file_flash::FileFlash<4096, 4, 4>, 64>;
+
+/// The same over a RAM-first tier.
+#[allow(dead_code)]
+fn tiered_futures_are_send(
+    driver: &mut Driver<FileStore, 8, 256, TieredOutbox<FileStore, 8, 256, 16>>,
+    outbox: &RumqttcOutbox<FileStore, 8, 256, TieredOutbox<FileStore, 8, 256, 16>>,
+    store: FileStore,
+) {
+    let publish = Publish::new("t", b"1");
+    assert_send(&outbox.publish(&publish, 0));
+    assert_send(&outbox.spill_all());
+    assert_send(&driver.run(|| 0, |_| {}, false));
+    assert_send(
+        &RumqttcOutbox::<FileStore, 8, 256, TieredOutbox<FileStore, 8, 256, 16>>::restore_tiered(
+            store,
+            OutboxConfig::new(10),
+            Persist::default(),
+        ),
+    );
+}
+
 #[test]
 fn backoff_doubles_and_saturates() {
     let s = Settings {
