@@ -20,7 +20,7 @@ use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::mutex::Mutex;
 use embassy_sync::signal::Signal;
 
-use crate::mqtt::outbox::{Dropped, Outbox, OutboxConfig, OutboxError, Receipt, Transmit};
+use crate::mqtt::outbox::{Dropped, Outbox, OutboxConfig, OutboxError, Persist, Queue, TieredOutbox, Transmit};
 use crate::mqtt::packet::{Publish, QoS, Record};
 use crate::persistence::Persistence;
 
@@ -102,11 +102,14 @@ pub enum Event {
     Resending,
 }
 
-/// An outbox shared between the application (which publishes) and the drain loop (which
-/// sends), behind an async mutex of kind `M`.
-pub struct SharedOutbox<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> {
-    outbox: Mutex<M, Outbox<P, W, BUF>>,
+/// An outbox `Q` shared between the application (which publishes) and the drain loop (which
+/// sends), behind an async mutex of kind `M`. `Q` is an [`Outbox`] (every publish on flash,
+/// the default) or a [`TieredOutbox`] (RAM-first, [`Self::restore_tiered`]): the drivers tell
+/// it the link state through [`Queue::on_connected`] and [`Queue::on_connection_lost`].
+pub struct SharedOutbox<M: RawMutex, P: Persistence, const W: usize, const BUF: usize, Q = Outbox<P, W, BUF>> {
+    outbox: Mutex<M, Q>,
     wake: Signal<M, ()>,
+    _store: core::marker::PhantomData<fn() -> P>,
 }
 
 type Res<T, P> = Result<T, OutboxError<<P as Persistence>::FlashError>>;
@@ -116,12 +119,27 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
     pub async fn restore(store: P, config: OutboxConfig) -> Res<Self, P> {
         Ok(Self::new(Outbox::restore(store, config).await?))
     }
+}
 
+impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize, const R: usize>
+    SharedOutbox<M, P, W, BUF, TieredOutbox<P, W, BUF, R>>
+{
+    /// Restores a [`TieredOutbox`] with a RAM queue of `R` (see [`TieredOutbox::restore`]);
+    /// publishes go to flash until a driver sees the link up.
+    pub async fn restore_tiered(store: P, config: OutboxConfig, persist: Persist) -> Res<Self, P> {
+        Ok(Self::new(TieredOutbox::restore(store, config, persist).await?))
+    }
+}
+
+impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize, Q: Queue<FlashError = P::FlashError>>
+    SharedOutbox<M, P, W, BUF, Q>
+{
     /// Wraps an outbox.
-    pub fn new(outbox: Outbox<P, W, BUF>) -> Self {
+    pub fn new(outbox: Q) -> Self {
         SharedOutbox {
             outbox: Mutex::new(outbox),
             wake: Signal::new(),
+            _store: core::marker::PhantomData,
         }
     }
 
@@ -132,24 +150,24 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
     }
 
     /// Unwraps the outbox.
-    pub fn into_inner(self) -> Outbox<P, W, BUF> {
+    pub fn into_inner(self) -> Q {
         self.outbox.into_inner()
     }
 
     /// The outbox, locked.
-    pub async fn lock(&self) -> embassy_sync::mutex::MutexGuard<'_, M, Outbox<P, W, BUF>> {
+    pub async fn lock(&self) -> embassy_sync::mutex::MutexGuard<'_, M, Q> {
         self.outbox.lock().await
     }
 
     /// Persists `msg` and returns once it is durable (see [`Outbox::publish`]); the drain loop
     /// sends it when connected. Cancellation: as [`Outbox::publish`].
-    pub async fn publish(&self, msg: &Publish<'_>, now: u64) -> Res<Receipt, P> {
+    pub async fn publish(&self, msg: &Publish<'_>, now: u64) -> Res<Q::Receipt, P> {
         self.publish_with(msg, now, |_| {}).await
     }
 
     /// [`Self::publish`], reporting every message the overflow policy drops (see
     /// [`Outbox::publish_with`]).
-    pub async fn publish_with(&self, msg: &Publish<'_>, now: u64, dropped: impl FnMut(Dropped)) -> Res<Receipt, P> {
+    pub async fn publish_with(&self, msg: &Publish<'_>, now: u64, dropped: impl FnMut(Dropped)) -> Res<Q::Receipt, P> {
         let receipt = self.outbox.lock().await.publish_with(msg, now, dropped).await?;
         self.wake.signal(());
         Ok(receipt)
@@ -160,6 +178,11 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
     /// `until_idle` until nothing is left to send or acknowledge. `now` gives the time for the
     /// TTL; `events` hears deliveries, drops and resends.
     ///
+    /// A [`TieredOutbox`] is told the link is up when the client says it is connected before
+    /// a publish is handed out, and that it is down (spilling RAM) on every unconfirmed
+    /// publish; a loss while nothing is in flight is only seen by the next publish, and until
+    /// then `spill_after_ms` bounds how long a message stays in RAM.
+    ///
     /// Cancellation: in-flight publishes are abandoned and sent again by the next call (the
     /// outbox is told the connection was lost).
     pub async fn drain<C: Client>(
@@ -169,7 +192,15 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
         mut events: impl FnMut(Event),
         until_idle: bool,
     ) -> Res<(), P> {
-        self.outbox.lock().await.on_connection_lost();
+        {
+            // What a cancelled call left in flight is sent again; a tier whose link is up
+            // keeps its RAM queue unless the client is down.
+            let mut outbox = self.outbox.lock().await;
+            if outbox.capacity().in_flight > 0 || !client.is_connected() {
+                outbox.on_connection_lost(|d| events(Event::Dropped(d))).await?;
+            }
+        }
+        let mut up = false;
         let served = Cell::new(0u32);
         let mut issued = 0u32;
         let mut active = 0usize;
@@ -180,6 +211,10 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
             // Fill free slots in publish order.
             while !lost && active < W {
                 let mut outbox = self.outbox.lock().await;
+                if !up && client.is_connected() {
+                    outbox.on_connected();
+                    up = true;
+                }
                 let next = outbox
                     .next_transmit(now(), &mut buf, |d| events(Event::Dropped(d)))
                     .await?;
@@ -206,8 +241,9 @@ impl<M: RawMutex, P: Persistence, const W: usize, const BUF: usize> SharedOutbox
             if active == 0 {
                 let mut outbox = self.outbox.lock().await;
                 if lost {
-                    outbox.on_connection_lost();
+                    outbox.on_connection_lost(|d| events(Event::Dropped(d))).await?;
                     lost = false;
+                    up = false;
                     continue;
                 }
                 if until_idle && outbox.is_idle() {
@@ -466,6 +502,55 @@ mod tests {
             block_on(store.keys(&mut crate::KeyCursor::default(), &mut keys)).unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn a_tiered_outbox_drains_from_ram_and_spills_on_an_unconfirmed_publish() {
+        use crate::mqtt::{Persist, TierReceipt};
+        let mut flash = Sim::boxed();
+        let mut store: Store<&mut Sim, 16> = block_on(Store::mount(&mut *flash, Config::new(256)))
+            .map_err(|e| e.1)
+            .unwrap();
+        block_on(store.open("d", "u")).unwrap();
+        let persist = Persist::RamFirst { spill_after_ms: 1000 };
+        type St<'a> = Store<&'a mut Sim, 16>;
+        type Shared<'a> = SharedOutbox<NoopRawMutex, St<'a>, 4, 128, crate::mqtt::TieredOutbox<St<'a>, 4, 128, 32>>;
+        let shared: Shared<'_> =
+            block_on(SharedOutbox::restore_tiered(store, OutboxConfig::new(1000), persist)).unwrap();
+        let written = |s: &Shared<'_>| block_on(s.lock()).outbox().store().flash().stats().write_bytes;
+        let publish = |s: &Shared<'_>, range: core::ops::Range<u32>| {
+            for i in range {
+                let text = std::format!("{i}");
+                let receipt = block_on(s.publish(&Publish::new("t", text.as_bytes()), 0)).unwrap();
+                assert!(matches!(receipt, TierReceipt::Ram { .. }), "{receipt:?}");
+            }
+        };
+        // A drain with a connected client marks the link up.
+        let client = Mock::new(1, Vec::new());
+        block_on(shared.drain(&client, || 0, |_| {}, true)).unwrap();
+        assert!(block_on(shared.lock()).is_link_up());
+        let before = written(&shared);
+        publish(&shared, 0..20);
+        block_on(shared.drain(&client, || 0, |_| {}, true)).unwrap();
+        assert_eq!(written(&shared), before, "acknowledged from RAM: nothing written");
+        // Call 3 of the next drain is unconfirmed: the RAM queue is spilled and resent from
+        // flash, in order.
+        publish(&shared, 20..40);
+        let client = Mock::new(1, std::vec![3]);
+        let mut events = Vec::new();
+        block_on(shared.drain(&client, || 0, |e| events.push(e), true)).unwrap();
+        assert!(events.contains(&Event::Resending));
+        assert!(written(&shared) > before, "the loss spilled RAM to flash");
+        let mut first = Vec::new();
+        for &(n, _) in client.queued.borrow().iter() {
+            if !first.contains(&n) {
+                first.push(n);
+            }
+        }
+        assert_eq!(first, (20..40).collect::<Vec<_>>());
+        let delivered = events.iter().filter(|e| matches!(e, Event::Delivered { .. })).count();
+        assert_eq!(delivered, 20);
+        assert!(block_on(shared.lock()).is_idle());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! `pending` queue from RAM. Neither fits a persistent outbox, so this adapter does not go
 //! through [`AsyncClient::publish`] and does not implement [`super::Client`]: a [`Driver`]
 //! owns the [`EventLoop`] and drives the [`Outbox`] directly.
+//! With [`RumqttcOutbox::restore_tiered`] it drives a [`TieredOutbox`] (RAM-first) instead:
+//! `on_connected` at each CONNACK, `on_connection_lost` (spilling RAM) when a connection ends.
 //!
 //! - **Packet ids are the outbox's.** Between polls the driver hands each packet the outbox
 //!   gives out to rumqttc's own state machine (`EventLoop::state.handle_outgoing_packet`) as a
@@ -116,6 +118,7 @@
 use std::boxed::Box;
 use std::collections::HashMap;
 use std::fmt::{self, Debug};
+use std::marker::PhantomData;
 use std::string::{String, ToString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -129,7 +132,9 @@ use ::rumqttc::{
 use tokio::sync::Notify;
 
 use crate::flash::block_on;
-use crate::mqtt::outbox::{Capacity, Dropped, Outbox, OutboxConfig, OutboxError, Receipt, Transmit};
+use crate::mqtt::outbox::{
+    Capacity, Dropped, Outbox, OutboxConfig, OutboxError, Persist, Queue, TieredOutbox, Transmit,
+};
 use crate::mqtt::packet::{Publish, QoS};
 use crate::persistence::Persistence;
 
@@ -178,24 +183,28 @@ impl<E: Debug> std::error::Error for Error<E> {}
 
 type Res<T, P> = Result<T, Error<<P as Persistence>::FlashError>>;
 
-struct Shared<P: Persistence, const W: usize, const BUF: usize> {
-    outbox: Mutex<Outbox<P, W, BUF>>,
+struct Shared<Q> {
+    outbox: Mutex<Q>,
     /// Wakes the driver's poll after a publish.
     wake: Notify,
     /// Set by a publish, cleared by the driver's next hand-out.
     published: AtomicBool,
 }
 
-/// A cloneable handle to an [`Outbox`] whose calls run on tokio's blocking pool: the
-/// application publishes through it while a [`Driver`] sends.
-pub struct RumqttcOutbox<P: Persistence, const W: usize, const BUF: usize> {
-    shared: Arc<Shared<P, W, BUF>>,
+/// A cloneable handle to an outbox `Q` whose calls run on tokio's blocking pool: the
+/// application publishes through it while a [`Driver`] sends. `Q` is an [`Outbox`] (every
+/// publish on flash, the default) or a [`TieredOutbox`] (RAM-first, see
+/// [`Self::restore_tiered`]); the driver tells a tier the link state.
+pub struct RumqttcOutbox<P: Persistence, const W: usize, const BUF: usize, Q = Outbox<P, W, BUF>> {
+    shared: Arc<Shared<Q>>,
+    _store: PhantomData<fn() -> P>,
 }
 
-impl<P: Persistence, const W: usize, const BUF: usize> Clone for RumqttcOutbox<P, W, BUF> {
+impl<P: Persistence, const W: usize, const BUF: usize, Q> Clone for RumqttcOutbox<P, W, BUF, Q> {
     fn clone(&self) -> Self {
         RumqttcOutbox {
             shared: self.shared.clone(),
+            _store: PhantomData,
         }
     }
 }
@@ -241,24 +250,51 @@ where
             .map_err(|_| Error::Blocking)??;
         Ok(Self::new(outbox))
     }
+}
 
+impl<P, const W: usize, const BUF: usize, const R: usize> RumqttcOutbox<P, W, BUF, TieredOutbox<P, W, BUF, R>>
+where
+    P: Persistence + Send + 'static,
+    P::FlashError: Send + 'static,
+{
+    /// Restores a [`TieredOutbox`] with a RAM queue of `R` from `store` (see
+    /// [`TieredOutbox::restore`]) on the blocking pool. The link counts as down (publishes go
+    /// to flash) until the driver's first CONNACK.
+    pub async fn restore_tiered(store: P, config: OutboxConfig, persist: Persist) -> Res<Self, P> {
+        let tier = tokio::task::spawn_blocking(move || block_on(TieredOutbox::restore(store, config, persist)))
+            .await
+            .map_err(|_| Error::Blocking)??;
+        Ok(Self::new(tier))
+    }
+
+    /// Writes everything in RAM to flash and makes deferred removals durable (see
+    /// [`TieredOutbox::spill_all`]): before a planned reboot. Returns how many were spilled.
+    pub async fn spill_all(&self) -> Res<u32, P> {
+        Ok(self.with(|tier| block_on(tier.spill_all(|_| {}))).await??)
+    }
+}
+
+impl<P, const W: usize, const BUF: usize, Q> RumqttcOutbox<P, W, BUF, Q>
+where
+    P: Persistence + Send + 'static,
+    P::FlashError: Send + 'static,
+    Q: Queue<FlashError = P::FlashError> + Send + 'static,
+{
     /// Wraps an outbox.
-    pub fn new(outbox: Outbox<P, W, BUF>) -> Self {
+    pub fn new(outbox: Q) -> Self {
         RumqttcOutbox {
             shared: Arc::new(Shared {
                 outbox: Mutex::new(outbox),
                 wake: Notify::new(),
                 published: AtomicBool::new(false),
             }),
+            _store: PhantomData,
         }
     }
 
     /// Runs `f` on the outbox, on the blocking pool. Cancelling the returned future does not
     /// cancel `f`.
-    pub async fn with<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Outbox<P, W, BUF>) -> R + Send + 'static,
-    ) -> Res<R, P> {
+    pub async fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Q) -> R + Send + 'static) -> Res<R, P> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let mut outbox = shared.outbox.lock().map_err(|_| Error::Poisoned)?;
@@ -271,13 +307,18 @@ where
     /// Persists `msg` and returns once it is durable (see [`Outbox::publish`]); the driver
     /// sends it when connected. Cancellation: the publish still completes (or fails) on the
     /// blocking pool.
-    pub async fn publish(&self, msg: &Publish<'_>, now: u64) -> Res<Receipt, P> {
+    pub async fn publish(&self, msg: &Publish<'_>, now: u64) -> Res<Q::Receipt, P> {
         self.publish_with(msg, now, |_| {}).await
     }
 
     /// [`publish`](Self::publish), calling `dropped` for each message the overflow policy
     /// dropped to admit this one (see [`Outbox::publish_with`]), once the publish returned.
-    pub async fn publish_with(&self, msg: &Publish<'_>, now: u64, mut dropped: impl FnMut(Dropped)) -> Res<Receipt, P> {
+    pub async fn publish_with(
+        &self,
+        msg: &Publish<'_>,
+        now: u64,
+        mut dropped: impl FnMut(Dropped),
+    ) -> Res<Q::Receipt, P> {
         let owned = OwnedPublish::new(msg);
         let (receipt, drops) = self
             .with(move |outbox| {
@@ -309,10 +350,13 @@ where
     /// The outbox, if this is the last handle (drop the [`Driver`] first, and let blocking
     /// calls of cancelled futures finish). A poisoned outbox is returned too: its flash is as
     /// after a power cut; restore a new outbox from its store.
-    pub fn try_into_inner(self) -> Result<Outbox<P, W, BUF>, Self> {
+    pub fn try_into_inner(self) -> Result<Q, Self> {
         match Arc::try_unwrap(self.shared) {
             Ok(shared) => Ok(shared.outbox.into_inner().unwrap_or_else(PoisonError::into_inner)),
-            Err(shared) => Err(RumqttcOutbox { shared }),
+            Err(shared) => Err(RumqttcOutbox {
+                shared,
+                _store: PhantomData,
+            }),
         }
     }
 }
@@ -438,8 +482,8 @@ enum Item {
 }
 
 /// Drives a rumqttc [`EventLoop`] for a [`RumqttcOutbox`] (see the module docs).
-pub struct Driver<P: Persistence, const W: usize, const BUF: usize> {
-    outbox: RumqttcOutbox<P, W, BUF>,
+pub struct Driver<P: Persistence, const W: usize, const BUF: usize, Q = Outbox<P, W, BUF>> {
+    outbox: RumqttcOutbox<P, W, BUF, Q>,
     eventloop: EventLoop,
     /// Keeps the request channel open, so the event loop never ends with `RequestsDone`.
     _client: AsyncClient,
@@ -486,17 +530,18 @@ fn to_request(p: &Publish<'_>) -> Request {
     Request::Publish(out)
 }
 
-impl<P, const W: usize, const BUF: usize> Driver<P, W, BUF>
+impl<P, const W: usize, const BUF: usize, Q> Driver<P, W, BUF, Q>
 where
     P: Persistence + Send + 'static,
     P::FlashError: Send + 'static,
+    Q: Queue<FlashError = P::FlashError> + Send + 'static,
 {
     /// Makes the rumqttc client and event loop for `outbox` from `options` (with
     /// `clean_session(false)` and `inflight(u16::MAX)` set, and TCP_NODELAY on; `cap`: the
     /// request channel's capacity; other network options through [`Self::eventloop_mut`]). The returned client is for subscriptions and QoS 0; QoS 1/2 publishes go
     /// through the outbox.
     pub fn new(
-        outbox: RumqttcOutbox<P, W, BUF>,
+        outbox: RumqttcOutbox<P, W, BUF, Q>,
         mut options: MqttOptions,
         cap: usize,
         settings: Settings,
@@ -534,7 +579,7 @@ where
     }
 
     /// The outbox handle.
-    pub fn outbox(&self) -> &RumqttcOutbox<P, W, BUF> {
+    pub fn outbox(&self) -> &RumqttcOutbox<P, W, BUF, Q> {
         &self.outbox
     }
 
@@ -715,6 +760,7 @@ where
             MqttEvent::Incoming(Packet::ConnAck(connack)) => {
                 self.connected = true;
                 self.stats.connects += 1;
+                self.outbox.with(Q::on_connected).await?;
                 events(Event::Connected {
                     session_present: connack.session_present,
                 });
@@ -784,7 +830,14 @@ where
         });
         self.flights.clear();
         self.starved = false;
-        self.outbox.with(|o| o.on_connection_lost()).await?;
+        let dropped = self
+            .outbox
+            .with(|o| {
+                let mut dropped = Vec::new();
+                block_on(o.on_connection_lost(|d| dropped.push(d))).map(|_| dropped)
+            })
+            .await??;
+        dropped.into_iter().for_each(|d| events(Event::Dropped(d)));
         if was_connected {
             events(Event::ConnectionLost);
         }
@@ -837,72 +890,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_send<T: Send>(_: &T) {}
-
-    /// Compiles only if the drain and publish futures are `Send` over a file-backed store, so
-    /// they can be `tokio::spawn`ed.
-    #[allow(dead_code)]
-    fn futures_are_send(
-        driver: &mut Driver<crate::Store<crate::file_flash::FileFlash<4096, 4, 4>, 64>, 8, 256>,
-        outbox: &RumqttcOutbox<crate::Store<crate::file_flash::FileFlash<4096, 4, 4>, 64>, 8, 256>,
-    ) {
-        let publish = Publish::new("t", b"1");
-        assert_send(&outbox.publish(&publish, 0));
-        assert_send(&driver.run(|| 0, |_| {}, false));
-    }
-
-    #[test]
-    fn backoff_doubles_and_saturates() {
-        let s = Settings {
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            ..Settings::default()
-        };
-        let got: Vec<u128> = (1..=6).map(|n| s.backoff(n).as_millis()).collect();
-        assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(s.backoff(u32::MAX), Duration::from_secs(1));
-        assert_eq!(s.backoff(0), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn connection_losses_are_told_from_client_errors() {
-        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert!(is_connection_loss(&ConnectionError::Io(io())));
-        assert!(is_connection_loss(&ConnectionError::MqttState(
-            StateError::ConnectionAborted
-        )));
-        assert!(is_connection_loss(&ConnectionError::MqttState(
-            StateError::Deserialization(::rumqttc::Error::Io(io()))
-        )));
-        assert!(is_connection_loss(&ConnectionError::ConnectionRefused(
-            ConnectReturnCode::ServiceUnavailable
-        )));
-        assert!(!is_connection_loss(&ConnectionError::ConnectionRefused(
-            ConnectReturnCode::NotAuthorized
-        )));
-        assert!(!is_connection_loss(&ConnectionError::MqttState(
-            StateError::Deserialization(::rumqttc::Error::OutgoingPacketTooLarge { pkt_size: 9, max: 8 })
-        )));
-        assert!(!is_connection_loss(&ConnectionError::RequestsDone));
-    }
-
-    #[test]
-    fn requests_carry_the_outbox_packet_id_and_dup() {
-        let mut p = Publish::new("a/b", b"x");
-        p.qos = QoS::ExactlyOnce;
-        p.packet_id = 40_000;
-        p.dup = true;
-        p.retain = true;
-        let Request::Publish(r) = to_request(&p) else {
-            panic!("not a publish");
-        };
-        assert_eq!(
-            (r.pkid, r.dup, r.retain, r.qos),
-            (40_000, true, true, ::rumqttc::QoS::ExactlyOnce)
-        );
-        assert_eq!((r.topic.as_str(), &r.payload[..]), ("a/b", &b"x"[..]));
-    }
-}
+mod tests;

@@ -73,7 +73,7 @@ use rust_mqtt::client::{Client as MqttClient, MqttError};
 use rust_mqtt::types::{MqttString, PacketIdentifier, QoS as MqttQoS, TopicName};
 
 use super::SharedOutbox;
-use crate::mqtt::outbox::{Dropped, OutboxError, Transmit};
+use crate::mqtt::outbox::{Dropped, OutboxError, Queue, Transmit};
 use crate::mqtt::packet::QoS;
 use crate::persistence::Persistence;
 
@@ -291,21 +291,27 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
     /// clock of its own); `now` gives the time for the TTL.
     ///
     /// Cancellation: what was in flight is sent again by the next call.
-    pub async fn run<M: RawMutex, P: Persistence, const W: usize, const BUF: usize, F: Future<Output = ()>>(
+    pub async fn run<M, P, const W: usize, const BUF: usize, Q, F>(
         &mut self,
-        outbox: &SharedOutbox<M, P, W, BUF>,
+        outbox: &SharedOutbox<M, P, W, BUF, Q>,
         now: impl Fn() -> u64,
         mut events: impl FnMut(Event),
         until_idle: bool,
         mut backoff: impl FnMut(u32) -> F,
-    ) -> Res<(), P> {
+    ) -> Res<(), P>
+    where
+        M: RawMutex,
+        P: Persistence,
+        Q: Queue<FlashError = P::FlashError>,
+        F: Future<Output = ()>,
+    {
         let mut losses = 0u32;
         let mut client_errors = 0u32;
         let id = MqttString::from_str(self.client_id).map_err(|_| Error::ClientId)?;
         loop {
             {
                 let mut o = outbox.lock().await;
-                o.on_connection_lost();
+                o.on_connection_lost(|d| events(Event::Dropped(d))).await?;
                 if until_idle && o.is_idle() {
                     o.flush().await?;
                     return Ok(());
@@ -325,6 +331,7 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
             let outcome = match client.connect(connection, &options, Some(id.as_borrowed())).await {
                 Ok(_) => {
                     self.stats.connects += 1;
+                    outbox.lock().await.on_connected();
                     events(Event::Connected);
                     self.serve(&mut client, outbox, &now, &mut events, until_idle, &mut delivered)
                         .await
@@ -372,10 +379,10 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
 
     /// One connection: returns `Ok` once idle (with `until_idle`), or why it ended.
     #[allow(clippy::too_many_arguments)]
-    async fn serve<'c, T, M: RawMutex, P: Persistence, const W: usize, const BUF: usize>(
+    async fn serve<'c, T, M: RawMutex, P: Persistence, const W: usize, const BUF: usize, Q>(
         &mut self,
         client: &mut MqttClient<'_, 'c, T, NoBuffer, 0, 1, W, 0, 0, 0, 0>,
-        outbox: &SharedOutbox<M, P, W, BUF>,
+        outbox: &SharedOutbox<M, P, W, BUF, Q>,
         now: &impl Fn() -> u64,
         events: &mut impl FnMut(Event),
         until_idle: bool,
@@ -384,6 +391,7 @@ impl<'n, N: TcpConnect> Driver<'n, N> {
     where
         T: rust_mqtt::io::Transport,
         NoBuffer: BufferProvider<'c>,
+        Q: Queue<FlashError = P::FlashError>,
     {
         let mut flights: Vec<Flight, W> = Vec::new();
         let mut buf = [0u8; BUF];

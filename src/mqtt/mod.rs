@@ -6,7 +6,7 @@ pub mod outbox;
 pub mod packet;
 
 pub use outbox::{
-    Capacity, Dropped, Inbound, Limit, Outbox, OutboxConfig, OutboxError, OverflowPolicy, Persist, Receipt,
+    Capacity, Dropped, Inbound, Limit, Outbox, OutboxConfig, OutboxError, OverflowPolicy, Persist, Queue, Receipt,
     TierReceipt, TieredOutbox, Transmit,
 };
 pub use packet::{DecodeError, EncodeError, Publish, QoS, Record};

@@ -46,8 +46,10 @@ use crate::persistence::Persistence;
 use crate::store::KeyCursor;
 
 mod overflow;
+mod queue;
 mod ram_tier;
 pub use overflow::{Limit, OverflowPolicy};
+pub use queue::Queue;
 pub use ram_tier::{Persist, TierReceipt, TieredOutbox};
 
 /// Outbox settings.
