@@ -324,9 +324,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         })
     }
 
-    /// The damage carrying out `plan` leaves on flash that a later mount measures (and that the
-    /// head page is charged from mount on): the skip and the Sync record of a resumption, or
-    /// the rest of a page sealed at garbage.
+    /// The damage carrying out `plan` leaves on flash that a later mount measures, charged to
+    /// the head page from mount on: the skip and the Sync record of a resumption behind
+    /// garbage. (The rest of a page sealed is charged when the page stops being the head.)
     pub(super) fn plan_damage(&self, plan: HeadPlan) -> u32 {
         let (page, w) = (page_size::<F>(), ws::<F>());
         let sync_len = stored_len(8, w) as u32;
