@@ -121,7 +121,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 break;
             }
             match self.compact_oldest(ns).await {
-                Err(Error::Full) => break,
+                // No room, or a damaged value blocks its page: the put is judged as it stands.
+                Err(Error::Full | Error::Corrupted) => break,
                 r => r?,
             }
         }
