@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let maybe = o.restored_maybe_sent();
             // The oldest `maybe` may have reached the broker already: in flight at the last
             // shutdown, or acknowledged with their removal deferred (a power cut loses those
-            // removals). They are sent again, marked DUP; the rest were never sent.
+            // removals). They are sent again; the rest were never sent.
             println!(
                 "boot {boot}: {waiting} readings from earlier boots are waiting on flash: \
                  up to {maybe} (the oldest) may already have been delivered, {} certainly not",

@@ -296,10 +296,11 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
                         }
                         max_seq = Some(max_seq.map_or(key.id(), |m: u32| m.max(key.id())));
                         queued_seen += 1;
-                        // Sent before the reboot, at most: the window, and before it the
-                        // acknowledged ones whose deferred removal a cut lost (they are the
-                        // oldest: messages are sent in sequence order).
-                        if queued_seen <= W + P::MAX_DEFERRED_REMOVALS {
+                        // DUP for the window: what was in flight at the reboot. (Acknowledged
+                        // messages whose deferred removal a cut lost come back too, older than
+                        // those, and are sent again without DUP: `restored_maybe_sent` counts
+                        // them.)
+                        if queued_seen <= W {
                             sent_through = Some(key.id());
                         }
                     }
@@ -374,8 +375,8 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
     /// Of the messages [`Self::restore`] found, how many, the oldest, may already have reached
     /// the broker before the reboot: the ones in flight then (at most `W`) and those
     /// acknowledged whose deferred removal a power cut lost (at most the store's
-    /// [`Persistence::MAX_DEFERRED_REMOVALS`]). They are sent again, with DUP. The others
-    /// (`capacity().buffered` at restore minus this) were certainly never sent.
+    /// [`Persistence::MAX_DEFERRED_REMOVALS`]). They are sent again (the first `W` with DUP).
+    /// The others (`capacity().buffered` at restore minus this) were certainly never sent.
     pub fn restored_maybe_sent(&self) -> u32 {
         self.restored_maybe_sent
     }
