@@ -214,8 +214,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             while let Some(e) = self.next_entry(&mut c).await? {
                 self.summarize(p, &e);
             }
-            // A torn page's rest, after its last record, is damage too (open_page and
-            // seal_torn charge it alike while writing).
+            // A torn page's rest, after its last record, is damage too (open_page charges it
+            // alike when the page stops being the head).
             self.pages[p as usize].damage = c.damage + if torn { page_size::<F>() - c.off } else { 0 };
             if c.damaged && !torn {
                 self.report.damaged_records += 1;
