@@ -94,7 +94,7 @@ use minimq::{
 };
 
 use super::SharedOutbox;
-use crate::mqtt::outbox::{Dropped, OutboxError, Transmit};
+use crate::mqtt::outbox::{OutboxError, Transmit};
 use crate::mqtt::packet::QoS;
 use crate::persistence::Persistence;
 
@@ -142,64 +142,7 @@ impl Default for Settings {
     }
 }
 
-/// What the driver reports.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// Connected (CONNACK accepted; always a clean session).
-    Connected,
-    /// A publish went on the connection.
-    Sent {
-        /// Outbox sequence number.
-        sequence: u32,
-        /// The outbox marked it as possibly sent before.
-        dup: bool,
-    },
-    /// PUBACK or PUBCOMP: the message is done and removed.
-    Delivered {
-        /// Outbox sequence number.
-        sequence: u32,
-    },
-    /// The broker refused the message with this MQTT 5 reason code; it is removed.
-    Rejected {
-        /// Outbox sequence number.
-        sequence: u32,
-        /// The reason code.
-        reason: u8,
-    },
-    /// The outbox dropped a message.
-    Dropped(Dropped),
-    /// A PUBREL state found on flash (written by another adapter) cannot be continued with
-    /// minimq and was forgotten.
-    PubRelForgotten {
-        /// Its packet id.
-        packet_id: u16,
-    },
-    /// The connection ended (or could not be made).
-    ConnectionLost,
-    /// A client error that is not a connection loss.
-    ClientError {
-        /// Consecutive client errors so far.
-        attempt: u32,
-        /// What minimq reported.
-        reason: &'static str,
-    },
-}
-
-/// Counters since the driver was made.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    /// CONNACKs received.
-    pub connects: u32,
-    /// Connections lost and failed connection attempts.
-    pub connection_losses: u32,
-    /// Publishes written.
-    pub sent: u32,
-    /// Of those, marked DUP by the outbox.
-    pub resent: u32,
-    /// Messages acknowledged.
-    pub delivered: u32,
-}
+pub use super::driver::{Event, Stats};
 
 #[derive(Debug, Clone, Copy)]
 struct Flight {

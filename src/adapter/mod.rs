@@ -24,6 +24,8 @@ use crate::mqtt::outbox::{Dropped, Outbox, OutboxConfig, OutboxError, Persist, Q
 use crate::mqtt::packet::{Publish, QoS, Record};
 use crate::persistence::Persistence;
 
+#[cfg(any(feature = "minimq", feature = "rust-mqtt"))]
+mod driver;
 #[cfg(feature = "minimq")]
 pub mod minimq;
 #[cfg(feature = "mqttrust")]
