@@ -1,7 +1,32 @@
 //! What the session drivers of the embedded clients (`rust_mqtt`, `minimq`) report: one
-//! event type and one set of counters for both, re-exported by each module.
+//! error type, one event type and one set of counters for both, re-exported by each module.
 
-use crate::mqtt::outbox::Dropped;
+use crate::mqtt::outbox::{Dropped, OutboxError};
+
+/// Adapter failures.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Error<E> {
+    /// The outbox or its store failed.
+    Outbox(OutboxError<E>),
+    /// A client error that is not a connection loss persisted through the driver's
+    /// `Settings::max_client_errors` connections.
+    Client {
+        /// What the client reported last.
+        reason: &'static str,
+        /// Consecutive connections that ended with a client error.
+        attempts: u32,
+    },
+    /// The client refuses the client id (rust-mqtt: not a valid MQTT string; minimq: longer
+    /// than 64 bytes).
+    ClientId,
+}
+
+impl<E> From<OutboxError<E>> for Error<E> {
+    fn from(e: OutboxError<E>) -> Self {
+        Error::Outbox(e)
+    }
+}
 
 /// What the driver reports.
 #[non_exhaustive]

@@ -96,29 +96,7 @@ impl<'a> BufferProvider<'a> for NoBuffer {
     }
 }
 
-/// Adapter failures.
-#[non_exhaustive]
-#[derive(Debug)]
-pub enum Error<E> {
-    /// The outbox or its store failed.
-    Outbox(OutboxError<E>),
-    /// A client error that is not a connection loss persisted through
-    /// [`Settings::max_client_errors`] connections.
-    Client {
-        /// What rust-mqtt reported last.
-        reason: &'static str,
-        /// Consecutive connections that ended with a client error.
-        attempts: u32,
-    },
-    /// The client id is not a valid MQTT string.
-    ClientId,
-}
-
-impl<E> From<OutboxError<E>> for Error<E> {
-    fn from(e: OutboxError<E>) -> Self {
-        Error::Outbox(e)
-    }
-}
+pub use super::driver::Error;
 
 /// Driver settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
