@@ -1,0 +1,1 @@
+#![no_std] #![no_main] use cortex_m_rt::entry; use panic_semihosting as _; #[entry] fn main() -> ! { cortex_m_semihosting::hprintln!("hi"); cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_SUCCESS); loop {} }
