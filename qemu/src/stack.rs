@@ -1,0 +1,80 @@
+//! Peak stack by painting: fill the free stack below the current stack pointer with a pattern,
+//! run the operation, then find the deepest word that no longer holds the pattern.
+//!
+//! The figure is what the operation needs below its caller's frame: the call itself, the
+//! blocking facade's `block_on` with the future it polls, and everything the store calls.
+//! Nothing runs in between (no interrupts are enabled), so every overwritten word is the
+//! operation's. It is exact to the word for the run measured; a path not taken in that run
+//! (another compaction branch, an error path) may go deeper, so callers measure the maximum
+//! over workloads that take the deep paths (compaction, full pages).
+
+use core::arch::asm;
+use core::ptr::{read_volatile, write_volatile};
+
+/// The paint. Any word an operation writes is very unlikely to equal it; if one did, the
+/// figure would come out short by the words above it, which is why the scan starts from the
+/// bottom of the painted region: only a run of untouched words below the deepest write counts.
+const PAINT: u32 = 0xCAFE_BABE;
+
+unsafe extern "C" {
+    /// End of `.bss`/`.uninit` (cortex-m-rt's linker script): the stack may grow down to here.
+    static __sheap: u32;
+}
+
+/// How far below the stack pointer to paint, at most (painting all of a 4 MiB RAM for every
+/// operation would be slow and tells nothing more).
+const REACH: usize = 48 * 1024;
+
+#[inline(always)]
+fn sp() -> usize {
+    let sp: usize;
+    // Safety: reads the stack pointer register, touches nothing.
+    unsafe { asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
+/// The lowest address the stack may use.
+fn floor() -> usize {
+    // Only the symbol's address is taken (no read): safe.
+    let end = (&raw const __sheap) as usize;
+    (end + 3) & !3
+}
+
+/// Bytes of free stack below the caller (painting stops at the end of `.bss`).
+pub fn free() -> usize {
+    sp() - floor()
+}
+
+/// Not inlined, so `f`'s frame (with the future the blocking facade keeps) is below the
+/// stack pointer [`peak`] read, in the painted region.
+#[inline(never)]
+fn call<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Runs `f` and returns its result and the peak stack it used, in bytes.
+///
+/// Panics if the operation overwrote the bottom of the painted region: the stack then went at
+/// least that deep (and on the micro:bit may have run into `.bss`), so no figure is honest.
+#[inline(never)]
+pub fn peak<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let top = sp() & !3;
+    let low = floor().max(top.saturating_sub(REACH));
+    // Volatile stores: the loop stays a loop (no call to memset, which would itself use the
+    // stack being painted) and is not optimised away.
+    let mut p = low;
+    while p < top {
+        // Safety: [low, top) is free stack below the current stack pointer and above `.bss`;
+        // nothing else uses it while this function runs (no interrupts are enabled).
+        unsafe { write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+    let r = call(f);
+    let mut p = low;
+    // Safety: as above; reading back what was painted or what `f` left.
+    while p < top && unsafe { read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    assert!(p > low, "stack reached the bottom of the painted region ({} B)", top - low);
+    (r, top - p)
+}
