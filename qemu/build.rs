@@ -1,5 +1,6 @@
 //! Picks the machine's memory map from the target: thumbv6m is the micro:bit (nRF51822,
-//! 256 KiB flash, 16 KiB RAM), thumbv7em the MPS2 AN386 (4 MiB code SRAM, 4 MiB data SRAM).
+//! 256 KiB flash, SRAM raised to 64 KiB, see memory-microbit.x), thumbv7em the MPS2 AN386
+//! (4 MiB code SRAM, 4 MiB data SRAM).
 use std::{env, fs, path::PathBuf};
 
 fn main() {

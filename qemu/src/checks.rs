@@ -25,6 +25,7 @@ fn value(key: u32, round: u32, buf: &mut [u8; MAX_VALUE]) -> usize {
     len
 }
 
+#[inline(never)]
 fn mount<'f>(m: &mut Meter, flash: &'f mut Sim) -> Db<'f> {
     let store = m
         .run(Op::Mount, || block_on(Store::mount(flash, Config::new(MAX_VALUE))))
@@ -38,6 +39,7 @@ fn mount<'f>(m: &mut Meter, flash: &'f mut Sim) -> Db<'f> {
 }
 
 /// Mount without measuring (the power-cut sweep mounts hundreds of times).
+#[inline(never)]
 fn remount(flash: &mut Sim) -> Db<'_> {
     let store = block_on(Store::mount(flash, Config::new(MAX_VALUE)))
         .map_err(|(_, e)| e)
@@ -47,6 +49,7 @@ fn remount(flash: &mut Sim) -> Db<'_> {
     db
 }
 
+#[inline(never)]
 fn put(m: &mut Meter, db: &mut Db, key: u32, round: u32) {
     let mut v = [0u8; MAX_VALUE];
     let len = value(key, round, &mut v);
@@ -56,6 +59,7 @@ fn put(m: &mut Meter, db: &mut Db, key: u32, round: u32) {
 }
 
 /// Asserts `key` holds the value of `round`.
+#[inline(never)]
 fn expect_value(m: &mut Meter, db: &mut Db, key: u32, round: u32) {
     let mut want = [0u8; MAX_VALUE];
     let len = value(key, round, &mut want);
@@ -67,6 +71,7 @@ fn expect_value(m: &mut Meter, db: &mut Db, key: u32, round: u32) {
 
 /// Every key of the namespace, in the store's order, through batches of 4 (so the cursor is
 /// used across calls). Returns how many.
+#[inline(never)]
 fn list(m: &mut Meter, db: &mut Db, out: &mut [Key; 16]) -> usize {
     let mut cursor = KeyCursor::default();
     let mut n = 0;
@@ -82,6 +87,7 @@ fn list(m: &mut Meter, db: &mut Db, out: &mut [Key; 16]) -> usize {
     }
 }
 
+#[inline(never)]
 fn expect_keys(m: &mut Meter, db: &mut Db, want: &[u32]) {
     let mut out = [Key::sent(0); 16];
     let n = list(m, db, &mut out);
@@ -92,6 +98,7 @@ fn expect_keys(m: &mut Meter, db: &mut Db, want: &[u32]) {
 }
 
 /// Mount, put/get/remove/remove_deferred/flush/keys/clear/contains and their errors, remount.
+#[inline(never)]
 pub fn basic(m: &mut Meter, flash: &mut Sim) {
     let flash = reset(flash);
     {
@@ -165,6 +172,7 @@ pub fn basic(m: &mut Meter, flash: &mut Sim) {
 /// Rewrites every key many times, with removals between, so the log wraps and compaction
 /// runs many times (the deep paths of `put` and `remove`); then checks every value and the
 /// order after a remount.
+#[inline(never)]
 pub fn churn(m: &mut Meter, flash: &mut Sim) {
     let flash = reset(flash);
     let mut db = mount(m, flash);
@@ -249,6 +257,7 @@ fn apply(state: &mut State, rank: &mut u32, step: Step) {
     }
 }
 
+#[inline(never)]
 fn run_step(db: &mut Db, step: Step) -> Result<(), Error<SimFlashError>> {
     match step {
         Step::Put(k, round) => {
@@ -267,6 +276,7 @@ fn run_step(db: &mut Db, step: Step) -> Result<(), Error<SimFlashError>> {
 
 /// Whether the store holds exactly `state`: each value's bytes, no other key, and the keys in
 /// insertion order.
+#[inline(never)]
 fn holds(db: &mut Db, state: &State) -> bool {
     for (k, s) in state.iter().enumerate() {
         let mut buf = [0u8; MAX_VALUE];
@@ -284,26 +294,26 @@ fn holds(db: &mut Db, state: &State) -> bool {
             _ => return false,
         }
     }
-    let mut order = [0u32; KEYS];
+    // The present keys sorted by insertion rank.
+    let mut order = [(0u32, 0u32); KEYS];
     let mut n = 0;
-    for rank in 0..u32::MAX {
-        if n == state.iter().flatten().count() {
-            break;
-        }
-        if let Some(k) = state.iter().position(|s| matches!(s, Some((_, r)) if *r == rank)) {
-            order[n] = k as u32;
+    for (k, s) in state.iter().enumerate() {
+        if let Some((_, rank)) = s {
+            order[n] = (*rank, k as u32);
             n += 1;
         }
     }
+    order[..n].sort_unstable();
     let mut cursor = KeyCursor::default();
     let mut out = [Key::sent(0); 16];
     let got = db.keys(&mut cursor, &mut out).expect("keys after a cut");
-    got == n && out[..n].iter().zip(&order[..n]).all(|(a, &b)| *a == Key::command(b))
+    got == n && out[..n].iter().zip(&order[..n]).all(|(a, &(_, b))| *a == Key::command(b))
 }
 
 /// Cuts power during each flash operation of [`SCENARIO`] in turn (at most 160 of them), then
 /// remounts: every acknowledged step must be there, the interrupted one entirely or not at
 /// all, and nothing else; the store must then take a new put.
+#[inline(never)]
 pub fn power_cut_sweep(flash: &mut Sim) {
     let base = |flash: &mut Sim| {
         let flash = reset(flash);
@@ -384,6 +394,7 @@ fn message(i: u32, buf: &mut [u8; 8]) -> Publish<'_> {
 }
 
 /// (sequence, packet id, dup, payload index) of the next publish.
+#[inline(never)]
 fn next(m: &mut Meter, ob: &mut Ob) -> Option<(u32, u16, bool, u32)> {
     let mut buf = [0u8; crate::BUF];
     match m.run(Op::NextTransmit, || block_on(ob.next_transmit(0, &mut buf, |_| {})).expect("next_transmit")) {
@@ -398,6 +409,7 @@ fn next(m: &mut Meter, ob: &mut Ob) -> Option<(u32, u16, bool, u32)> {
     }
 }
 
+#[inline(never)]
 fn restore<'f>(m: &mut Meter, flash: &'f mut Sim) -> Ob<'f> {
     let store = remount(flash).0;
     m.run(Op::Restore, || block_on(Outbox::restore(store, OutboxConfig::new(32)))).expect("restore")
@@ -405,6 +417,7 @@ fn restore<'f>(m: &mut Meter, flash: &'f mut Sim) -> Ob<'f> {
 
 /// Publish 10 QoS 1 messages, send the window, acknowledge 2, reboot (drop the outbox),
 /// restore: 8 left, oldest first, the window marked DUP; acknowledge all, restore: empty.
+#[inline(never)]
 pub fn outbox_cycle(m: &mut Meter, flash: &mut Sim) {
     let flash = reset(flash);
     let mut ob = restore(m, flash);
@@ -453,6 +466,7 @@ pub fn outbox_cycle(m: &mut Meter, flash: &mut Sim) {
 }
 
 /// The size of each future before it is polled (what an executor's task must hold).
+#[inline(never)]
 pub fn future_sizes(flash: &mut Sim) -> [(&'static str, usize); 12] {
     let flash = reset(flash);
     let mount = size_of_val(St::mount(&mut *flash, Config::new(MAX_VALUE)));

@@ -39,6 +39,7 @@ fn item(i: u32, buf: &mut [u8; MAX_VALUE]) -> usize {
 
 /// 240 rounds of push two, peek, pop two: the queue wraps the flash many times. Each popped
 /// item must be the oldest pushed, byte for byte.
+#[inline(never)]
 pub fn queue(m: &mut Meter, flash: &mut Sim) {
     let flash = reset(flash);
     let mut q = queue_on(flash);
@@ -71,6 +72,7 @@ pub fn queue(m: &mut Meter, flash: &mut Sim) {
 
 /// 80 rounds of storing 6 keys (the churn workload) with removals; every key must then fetch
 /// its last value.
+#[inline(never)]
 pub fn map(m: &mut Meter, flash: &mut Sim) {
     let flash = reset(flash);
     let mut map = map_on(flash);
@@ -102,6 +104,7 @@ pub fn map(m: &mut Meter, flash: &mut Sim) {
 }
 
 /// The size of each sequential-storage future before it is polled.
+#[inline(never)]
 pub fn future_sizes(flash: &mut Sim) -> [(&'static str, usize); 6] {
     let flash = reset(flash);
     let mut buf = [0u8; MAX_VALUE + 16];

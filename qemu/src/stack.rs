@@ -78,3 +78,44 @@ pub fn peak<R>(f: impl FnOnce() -> R) -> (R, usize) {
     assert!(p > low, "stack reached the bottom of the painted region ({} B)", top - low);
     (r, top - p)
 }
+
+/// Words at the bottom of the stack region that must stay painted for the whole run.
+const CANARY: usize = 16;
+
+/// Paints the canary at the very bottom of the stack region (just above `.bss`). Unmeasured
+/// code could otherwise overflow into `.bss` (the simulated flash) unnoticed.
+pub fn arm_canary() {
+    for i in 0..CANARY {
+        // Safety: the lowest words of the free stack, far below the current frame.
+        unsafe { write_volatile((floor() + 4 * i) as *mut u32, PAINT) };
+    }
+}
+
+/// Panics if anything wrote into the canary since [`arm_canary`].
+pub fn check_canary() {
+    for i in 0..CANARY {
+        // Safety: as in `arm_canary`.
+        let w = unsafe { read_volatile((floor() + 4 * i) as *const u32) };
+        assert_eq!(w, PAINT, "the stack overflowed into .bss");
+    }
+}
+
+/// Uses `N` bytes of stack for certain: a volatile write to every word of a local array.
+#[inline(never)]
+fn touch<const N: usize>() {
+    let mut a = [0u32; N];
+    for (i, w) in a.iter_mut().enumerate() {
+        // Safety: a write to a local.
+        unsafe { write_volatile(w, i as u32) };
+    }
+    core::hint::black_box(&a);
+}
+
+/// The method checks itself: a function known to use `N` words must measure at least that
+/// and at most 64 bytes more (its saved registers, the call frames of `peak`).
+pub fn self_check() {
+    let ((), small) = peak(touch::<64>);
+    let ((), large) = peak(touch::<1024>);
+    assert!((256..256 + 64).contains(&small), "painting measured {small} B for a 256 B frame");
+    assert!((4096..4096 + 64).contains(&large), "painting measured {large} B for a 4096 B frame");
+}
