@@ -5,7 +5,11 @@ use std::{env, fs, path::PathBuf};
 
 fn main() {
     let target = env::var("TARGET").unwrap();
-    let machine = if target.starts_with("thumbv6m") { "microbit" } else { "mps2" };
+    let machine = if target.starts_with("thumbv6m") {
+        "microbit"
+    } else {
+        "mps2"
+    };
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let src = format!("memory-{machine}.x");
     fs::copy(&src, out.join("memory.x")).unwrap();

@@ -103,7 +103,11 @@ pub fn basic(m: &mut Meter, flash: &mut Sim) {
     let flash = reset(flash);
     {
         // Before `open` everything is refused.
-        let mut db = Blocking(block_on(St::mount(&mut *flash, Config::new(MAX_VALUE))).map_err(|(_, e)| e).unwrap());
+        let mut db = Blocking(
+            block_on(St::mount(&mut *flash, Config::new(MAX_VALUE)))
+                .map_err(|(_, e)| e)
+                .unwrap(),
+        );
         assert_eq!(db.put(Key::command(0), &[b"x"]), Err(Error::NotOpen));
     }
     let mut db = mount(m, flash);
@@ -127,9 +131,15 @@ pub fn basic(m: &mut Meter, flash: &mut Sim) {
     assert_eq!(db.get(Key::command(9), &mut buf), Err(Error::NotFound));
     let mut v = [0u8; MAX_VALUE];
     let len = value(3, 0, &mut v);
-    assert_eq!(db.get(Key::command(3), &mut buf[..len - 1]), Err(Error::BufferTooSmall { needed: len }));
+    assert_eq!(
+        db.get(Key::command(3), &mut buf[..len - 1]),
+        Err(Error::BufferTooSmall { needed: len })
+    );
     let big = [0u8; MAX_VALUE + 1];
-    assert_eq!(db.put(Key::command(7), &[&big]), Err(Error::TooLarge { max: MAX_VALUE }));
+    assert_eq!(
+        db.put(Key::command(7), &[&big]),
+        Err(Error::TooLarge { max: MAX_VALUE })
+    );
     expect_keys(m, &mut db, &[0, 1, 2, 3, 4]);
 
     // A put moves its key to the end of the insertion order.
@@ -143,7 +153,10 @@ pub fn basic(m: &mut Meter, flash: &mut Sim) {
     assert_eq!(db.get(Key::command(2), &mut buf), Err(Error::NotFound));
 
     // Deferred removal: gone for reads at once, written at flush.
-    assert_eq!(m.run(Op::RemoveDeferred, || db.remove_deferred(Key::command(4))), Ok(()));
+    assert_eq!(
+        m.run(Op::RemoveDeferred, || db.remove_deferred(Key::command(4))),
+        Ok(())
+    );
     assert_eq!(db.remove_deferred(Key::command(4)), Err(Error::NotFound));
     assert_eq!(db.0.pending_removals(), 1);
     assert_eq!(db.contains(Key::command(4)), Ok(false));
@@ -210,7 +223,12 @@ pub fn churn(m: &mut Meter, flash: &mut Sim) {
         expect_value(m, &mut db, k, ROUNDS);
     }
     expect_value(m, &mut db, COLD, 0);
-    hprintln!("churn: {} puts, {} page erases, {} records moved by compaction, all values ok", (ROUNDS + 1) * KEYS as u32 + 1, erases, moved);
+    hprintln!(
+        "churn: {} puts, {} page erases, {} records moved by compaction, all values ok",
+        (ROUNDS + 1) * KEYS as u32 + 1,
+        erases,
+        moved
+    );
 }
 
 /// The power-cut sweep's model: per key, the round of its value and its insertion rank.
@@ -307,7 +325,11 @@ fn holds(db: &mut Db, state: &State) -> bool {
     let mut cursor = KeyCursor::default();
     let mut out = [Key::sent(0); 16];
     let got = db.keys(&mut cursor, &mut out).expect("keys after a cut");
-    got == n && out[..n].iter().zip(&order[..n]).all(|(a, &(_, b))| *a == Key::command(b))
+    got == n
+        && out[..n]
+            .iter()
+            .zip(&order[..n])
+            .all(|(a, &(_, b))| *a == Key::command(b))
 }
 
 /// Cuts power during each flash operation of [`SCENARIO`] in turn (at most 160 of them), then
@@ -324,7 +346,14 @@ pub fn power_cut_sweep(flash: &mut Sim) {
             db.put(Key::command(k), &[&v[..len]]).expect("base put");
         }
     };
-    let initial: State = [Some((0, 0)), Some((0, 1)), Some((0, 2)), Some((0, 3)), Some((0, 4)), None];
+    let initial: State = [
+        Some((0, 0)),
+        Some((0, 1)),
+        Some((0, 2)),
+        Some((0, 3)),
+        Some((0, 4)),
+        None,
+    ];
 
     // A clean run counts the scenario's flash operations.
     base(flash);
@@ -397,7 +426,9 @@ fn message(i: u32, buf: &mut [u8; 8]) -> Publish<'_> {
 #[inline(never)]
 fn next(m: &mut Meter, ob: &mut Ob) -> Option<(u32, u16, bool, u32)> {
     let mut buf = [0u8; crate::BUF];
-    match m.run(Op::NextTransmit, || block_on(ob.next_transmit(0, &mut buf, |_| {})).expect("next_transmit")) {
+    match m.run(Op::NextTransmit, || {
+        block_on(ob.next_transmit(0, &mut buf, |_| {})).expect("next_transmit")
+    }) {
         Some(Transmit::Publish(p)) => {
             assert_eq!(p.topic, "qemu/t");
             assert_eq!(&p.payload[..4], b"msg-");
@@ -412,7 +443,8 @@ fn next(m: &mut Meter, ob: &mut Ob) -> Option<(u32, u16, bool, u32)> {
 #[inline(never)]
 fn restore<'f>(m: &mut Meter, flash: &'f mut Sim) -> Ob<'f> {
     let store = remount(flash).0;
-    m.run(Op::Restore, || block_on(Outbox::restore(store, OutboxConfig::new(32)))).expect("restore")
+    m.run(Op::Restore, || block_on(Outbox::restore(store, OutboxConfig::new(32))))
+        .expect("restore")
 }
 
 /// Publish 10 QoS 1 messages, send the window, acknowledge 2, reboot (drop the outbox),
@@ -426,7 +458,14 @@ pub fn outbox_cycle(m: &mut Meter, flash: &mut Sim) {
         let mut b = [0u8; 8];
         let msg = message(i, &mut b);
         let r = m.run(Op::Publish, || block_on(ob.publish(&msg, 0))).expect("publish");
-        assert_eq!(r, Receipt::Stored { sequence: i, dropped: None, dropped_count: 0 });
+        assert_eq!(
+            r,
+            Receipt::Stored {
+                sequence: i,
+                dropped: None,
+                dropped_count: 0
+            }
+        );
     }
     assert_eq!(ob.capacity().buffered, 10);
     let mut pids = [0u16; W];
@@ -437,7 +476,10 @@ pub fn outbox_cycle(m: &mut Meter, flash: &mut Sim) {
     }
     assert_eq!(next(m, &mut ob), None, "the window is full");
     for (i, &pid) in pids[..2].iter().enumerate() {
-        assert_eq!(m.run(Op::Puback, || block_on(ob.on_puback(pid))).expect("puback"), Some(i as u32));
+        assert_eq!(
+            m.run(Op::Puback, || block_on(ob.on_puback(pid))).expect("puback"),
+            Some(i as u32)
+        );
     }
     assert_eq!(ob.capacity().buffered, 8);
     // A reboot: the outbox and the store go, the flash stays.
@@ -452,7 +494,10 @@ pub fn outbox_cycle(m: &mut Meter, flash: &mut Sim) {
     while let Some((seq, pid, dup, n)) = next(m, &mut ob) {
         assert_eq!((seq, n), (2 + seen, 2 + seen), "replay order");
         assert_eq!(dup, seen < W as u32, "DUP on the window only (seq {seq})");
-        assert_eq!(m.run(Op::Puback, || block_on(ob.on_puback(pid))).expect("puback"), Some(seq));
+        assert_eq!(
+            m.run(Op::Puback, || block_on(ob.on_puback(pid))).expect("puback"),
+            Some(seq)
+        );
         seen += 1;
     }
     assert_eq!(seen, 8);
@@ -495,7 +540,10 @@ pub fn future_sizes(flash: &mut Sim) -> [(&'static str, usize); 12] {
     let msg = message(0, &mut b);
     sizes[9] = ("outbox_publish", size_of_val(ob.publish(&msg, 0)));
     let mut tx = [0u8; crate::BUF];
-    sizes[10] = ("outbox_next_transmit", size_of_val(ob.next_transmit(0, &mut tx, |_| {})));
+    sizes[10] = (
+        "outbox_next_transmit",
+        size_of_val(ob.next_transmit(0, &mut tx, |_| {})),
+    );
     let s = ob.into_store_unflushed();
     sizes[11] = ("outbox_restore", size_of_val(Ob::restore(s, OutboxConfig::new(32))));
     sizes

@@ -145,9 +145,16 @@ fn verdict(value: usize, goal: usize) -> &'static str {
 
 #[entry]
 fn main() -> ! {
+    let slot: *mut MaybeUninit<Sim> = &raw mut FLASH;
     // Safety: the only reference to FLASH, taken once.
-    let flash: &'static mut Sim = SimFlash::new_in_place(unsafe { &mut *(&raw mut FLASH) });
-    hprintln!("== mqtt-persist on {} ({} pages of {} B, values up to {} B)", NAME, PAGES, PAGE, MAX_VALUE);
+    let flash: &'static mut Sim = SimFlash::new_in_place(unsafe { &mut *slot });
+    hprintln!(
+        "== mqtt-persist on {} ({} pages of {} B, values up to {} B)",
+        NAME,
+        PAGES,
+        PAGE,
+        MAX_VALUE
+    );
     hprintln!("free stack at start: {} B", stack::free());
     stack::arm_canary();
     stack::self_check();
@@ -166,8 +173,8 @@ fn main() -> ! {
     hprintln!("all checks passed");
 
     hprintln!("== peak stack per operation (blocking facade, release; max over the calls measured)");
-    for i in 0..OPS {
-        hprintln!("stack {}: {} B ({} calls)", NAMES[i], m.peak[i], m.calls[i]);
+    for ((name, peak), calls) in NAMES.iter().zip(m.peak).zip(m.calls) {
+        hprintln!("stack {}: {} B ({} calls)", name, peak, calls);
     }
     hprintln!("== sizes");
     hprintln!("struct Store<_, {}>: {} B", PAGES, core::mem::size_of::<St>());
@@ -187,11 +194,10 @@ fn main() -> ! {
     }
 
     hprintln!("== targets ({})", MACHINE);
-    for i in 0..OURS {
-        let v = m.peak[i];
+    for (name, v) in NAMES.iter().zip(m.peak).take(OURS) {
         hprintln!(
             "target stack_{}_{}: {} B (goal {} B) {}",
-            NAMES[i],
+            name,
             MACHINE,
             v,
             GOAL_STACK,
@@ -207,5 +213,5 @@ fn main() -> ! {
         verdict(largest.1, GOAL_FUTURE)
     );
     debug::exit(debug::EXIT_SUCCESS);
-    loop {}
+    panic!("semihosting exit returned");
 }

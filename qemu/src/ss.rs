@@ -25,7 +25,11 @@ fn queue_on(flash: &mut Sim) -> Queue<'_> {
 }
 
 fn map_on(flash: &mut Sim) -> Map<'_> {
-    let cache = Cache::new(ArrayPageStates::new(), ArrayPagePointers::new(), ArrayKeyPointers::new());
+    let cache = Cache::new(
+        ArrayPageStates::new(),
+        ArrayPagePointers::new(),
+        ArrayKeyPointers::new(),
+    );
     MapStorage::new(flash, MapConfig::new(0..Sim::CAPACITY as u32), cache)
 }
 
@@ -48,13 +52,16 @@ pub fn queue(m: &mut Meter, flash: &mut Sim) {
         for _ in 0..2 {
             let mut v = [0u8; MAX_VALUE];
             let len = item(pushed, &mut v);
-            m.run(Op::SsQueuePush, || block_on(q.push(&v[..len], false))).expect("ss push");
+            m.run(Op::SsQueuePush, || block_on(q.push(&v[..len], false)))
+                .expect("ss push");
             pushed += 1;
         }
         let mut want = [0u8; MAX_VALUE];
         let len = item(popped, &mut want);
         let mut buf = [0u8; MAX_VALUE + 8];
-        let got = m.run(Op::SsQueuePeek, || block_on(q.peek(&mut buf)).map(|v| v.map(|v| v.len())));
+        let got = m.run(Op::SsQueuePeek, || {
+            block_on(q.peek(&mut buf)).map(|v| v.map(|v| v.len()))
+        });
         assert_eq!(got, Ok(Some(len)), "ss peek");
         assert_eq!(buf[..len], want[..len]);
         for _ in 0..2 {
@@ -83,11 +90,13 @@ pub fn map(m: &mut Meter, flash: &mut Sim) {
             let mut v = [0u8; MAX_VALUE];
             let len = item(k * 1000 + round, &mut v);
             let value: &[u8] = &v[..len];
-            m.run(Op::SsMapStore, || block_on(map.store_item(&mut data, &k, &value))).expect("ss store_item");
+            m.run(Op::SsMapStore, || block_on(map.store_item(&mut data, &k, &value)))
+                .expect("ss store_item");
         }
         if round % 5 == 2 {
             let k = round % 6;
-            m.run(Op::SsMapRemove, || block_on(map.remove_item(&mut data, &k))).expect("ss remove_item");
+            m.run(Op::SsMapRemove, || block_on(map.remove_item(&mut data, &k)))
+                .expect("ss remove_item");
             let got = block_on(map.fetch_item::<&[u8]>(&mut data, &k)).map(|v| v.is_none());
             assert_eq!(got, Ok(true), "ss removed key");
         }

@@ -75,7 +75,11 @@ pub fn peak<R>(f: impl FnOnce() -> R) -> (R, usize) {
     while p < top && unsafe { read_volatile(p as *const u32) } == PAINT {
         p += 4;
     }
-    assert!(p > low, "stack reached the bottom of the painted region ({} B)", top - low);
+    assert!(
+        p > low,
+        "stack reached the bottom of the painted region ({} B)",
+        top - low
+    );
     (r, top - p)
 }
 
@@ -116,6 +120,12 @@ fn touch<const N: usize>() {
 pub fn self_check() {
     let ((), small) = peak(touch::<64>);
     let ((), large) = peak(touch::<1024>);
-    assert!((256..256 + 64).contains(&small), "painting measured {small} B for a 256 B frame");
-    assert!((4096..4096 + 64).contains(&large), "painting measured {large} B for a 4096 B frame");
+    assert!(
+        (256..256 + 64).contains(&small),
+        "painting measured {small} B for a 256 B frame"
+    );
+    assert!(
+        (4096..4096 + 64).contains(&large),
+        "painting measured {large} B for a 4096 B frame"
+    );
 }
