@@ -243,8 +243,8 @@ enum Step {
     Clear,
 }
 
-/// A short scenario on top of keys 0..4 (round 0): overwrites, a new key, removals of both
-/// kinds, a clear and puts after it. Enough data to make the micro:bit's log compact.
+/// A short scenario on top of the sweep's base (keys 0..5): overwrites, removals of both kinds,
+/// a clear and puts after it. The base is filled until this compacts and moves a record.
 const SCENARIO: [Step; 16] = [
     Step::Put(0, 1),
     Step::Put(4, 1),
@@ -322,9 +322,18 @@ fn holds(db: &mut Db, state: &State) -> bool {
         }
     }
     order[..n].sort_unstable();
+    // A `keys` call may return fewer than asked before the end: list until it returns 0.
     let mut cursor = KeyCursor::default();
     let mut out = [Key::sent(0); 16];
-    let got = db.keys(&mut cursor, &mut out).expect("keys after a cut");
+    let mut got = 0;
+    loop {
+        let n = db.keys(&mut cursor, &mut out[got..]).expect("keys after a cut");
+        if n == 0 {
+            break;
+        }
+        got += n;
+        assert!(got <= KEYS, "more keys listed than ever written");
+    }
     got == n
         && out[..n]
             .iter()
@@ -337,42 +346,55 @@ fn holds(db: &mut Db, state: &State) -> bool {
 /// all, and nothing else; the store must then take a new put.
 #[inline(never)]
 pub fn power_cut_sweep(flash: &mut Sim) {
-    let base = |flash: &mut Sim| {
+    // Key 5 once (cold: compaction has to move it), then keys 0..4 rewritten `fill + 1` times
+    // (rounds 100.., values the scenario never writes).
+    let base = |flash: &mut Sim, fill: u32| {
         let flash = reset(flash);
         let mut db = remount(flash);
-        for k in 0..5 {
-            let mut v = [0u8; MAX_VALUE];
-            let len = value(k, 0, &mut v);
-            db.put(Key::command(k), &[&v[..len]]).expect("base put");
+        let mut v = [0u8; MAX_VALUE];
+        let len = value(5, 100, &mut v);
+        db.put(Key::command(5), &[&v[..len]]).expect("base put");
+        for round in 100..=100 + fill {
+            for k in 0..5 {
+                let mut v = [0u8; MAX_VALUE];
+                let len = value(k, round, &mut v);
+                db.put(Key::command(k), &[&v[..len]]).expect("base put");
+            }
         }
     };
-    let initial: State = [
-        Some((0, 0)),
-        Some((0, 1)),
-        Some((0, 2)),
-        Some((0, 3)),
-        Some((0, 4)),
-        None,
-    ];
-
-    // A clean run counts the scenario's flash operations.
-    base(flash);
-    let start = flash.ops();
-    {
+    // The smallest fill after which the scenario's compaction moves live records, so the sweep
+    // cuts those copies too.
+    let (mut fill, mut total, mut erases, mut moved) = (0, 0, 0, 0);
+    while moved == 0 {
+        fill += 1;
+        assert!(fill < 400, "the scenario never compacts");
+        base(flash, fill);
+        let (ops, erased) = (flash.ops(), flash.stats().erases);
         let mut db = remount(flash);
         for &step in &SCENARIO {
             run_step(&mut db, step).expect("scenario without cuts");
         }
+        moved = db.0.moved_records();
+        let flash = db.0.into_flash();
+        total = flash.ops() - ops;
+        erases = flash.stats().erases - erased;
     }
-    let total = flash.ops() - start;
+    let initial: State = [
+        Some((100 + fill, 1)),
+        Some((100 + fill, 2)),
+        Some((100 + fill, 3)),
+        Some((100 + fill, 4)),
+        Some((100 + fill, 5)),
+        Some((100, 0)),
+    ];
     let cuts = total.min(160);
     let (mut old, mut new) = (0, 0);
     for k in 0..cuts {
-        base(flash);
+        base(flash, fill);
         flash.set_seed(k);
         flash.cut_power_at_op(Some(k));
         let mut state = initial;
-        let mut rank = 5;
+        let mut rank = 6;
         let mut db = remount(flash);
         let mut torn = None;
         for &step in &SCENARIO {
@@ -396,6 +418,7 @@ pub fn power_cut_sweep(flash: &mut Sim) {
         } else if holds(&mut db, &after) {
             new += 1;
         } else {
+            dump(&mut db, &state, &after, fill);
             panic!("cut {k}: the store holds neither the state before nor after the torn step");
         }
         let mut v = [0u8; MAX_VALUE];
@@ -406,9 +429,12 @@ pub fn power_cut_sweep(flash: &mut Sim) {
         assert_eq!(buf[..len], v[..len]);
     }
     hprintln!(
-        "power-cut sweep: {} cuts over {} flash operations, all recovered ({} old state, {} new state)",
+        "power-cut sweep: {} cuts over {} flash operations ({} page erases, {} records moved by compaction), all \
+         recovered ({} old state, {} new state)",
         cuts,
         total,
+        erases,
+        moved,
         old,
         new
     );
@@ -552,4 +578,33 @@ pub fn future_sizes(flash: &mut Sim) -> [(&'static str, usize); 12] {
 /// The size of a value, taken by value so that each unpolled future is dropped at once.
 pub fn size_of_val<T>(value: T) -> usize {
     core::mem::size_of_val(&value)
+}
+
+fn dump(db: &mut Db, before: &State, after: &State, fill: u32) {
+    hprintln!("before {:?}", before);
+    hprintln!("after  {:?}", after);
+    for k in 0..KEYS as u32 {
+        let mut buf = [0u8; MAX_VALUE];
+        match db.get(Key::command(k), &mut buf).map(|v| v.len()) {
+            Ok(len) => {
+                let mut found = None;
+                for round in (0..10).chain(100..=100 + fill) {
+                    let mut want = [0u8; MAX_VALUE];
+                    let n = value(k, round, &mut want);
+                    if n == len && buf[..n] == want[..n] {
+                        found = Some(round);
+                    }
+                }
+                hprintln!("c-{}: {} B, round {:?}", k, len, found);
+            }
+            Err(e) => hprintln!("c-{}: {:?}", k, e),
+        }
+    }
+    let mut cursor = KeyCursor::default();
+    let mut out = [Key::sent(0); 16];
+    let mut n = 0;
+    while let Ok(got @ 1..) = db.keys(&mut cursor, &mut out[n..]) {
+        n += got;
+    }
+    hprintln!("keys {:?}", &out[..n]);
 }
