@@ -580,6 +580,7 @@ pub fn size_of_val<T>(value: T) -> usize {
     core::mem::size_of_val(&value)
 }
 
+/// After a failed cut: what the store holds and the two states it should match, for the log.
 fn dump(db: &mut Db, before: &State, after: &State, fill: u32) {
     hprintln!("before {:?}", before);
     hprintln!("after  {:?}", after);
