@@ -14,6 +14,8 @@
 #[path = "../src/ekv_backend.rs"]
 #[allow(dead_code)]
 mod ekv_backend;
+#[path = "support/qemu_stack.rs"]
+mod qemu_stack;
 use mqtt_persist::{Error, Key, KeyCursor, Kind, Persistence, codec};
 
 use std::cell::RefCell;
@@ -1407,6 +1409,8 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
         md.push_str("Not measured in this run: run `cargo bench --bench host_cpu` first.\n");
     }
 
+    md.push_str(&qemu_stack::section());
+
     // Targets
     let mut targets = Vec::new();
     let mut target = |name: &str, value: String, goal: &str, met: Option<bool>| {
@@ -1503,6 +1507,10 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
         ">= sequential-storage queue",
         Some(ours_ns <= queue_ns),
     );
+
+    for (name, value, goal, met) in qemu_stack::targets() {
+        target(&name, value, goal, met);
+    }
 
     md.push_str("\n### Targets (64 x 4 KiB, WRITE_SIZE 4, ECC mode, 64 B, steady state unless stated)\n\n```text\n");
     for t in &targets {
