@@ -179,6 +179,24 @@ pub fn basic(m: &mut Meter, flash: &mut Sim) {
     let mut db = mount(m, flash);
     expect_keys(m, &mut db, &[]);
     assert_eq!(db.0.usage().live_bytes, 0);
+
+    // 40 deferred removals: the set holds 32, so the 33rd writes the batch first (the deep
+    // path of `remove_deferred`).
+    for i in 0..40 {
+        assert_eq!(db.put(Key::command(200 + i), &[&[i as u8]]), Ok(()));
+    }
+    for i in 0..40 {
+        let k = Key::command(200 + i);
+        assert_eq!(m.run(Op::RemoveDeferred, || db.remove_deferred(k)), Ok(()));
+        assert_eq!(
+            db.0.pending_removals(),
+            if i < 32 { i as usize + 1 } else { i as usize - 31 }
+        );
+    }
+    assert_eq!(m.run(Op::Flush, || db.flush()), Ok(()));
+    let flash = db.0.into_flash();
+    let mut db = mount(m, flash);
+    expect_keys(m, &mut db, &[]);
     hprintln!("basic: put/get/remove/remove_deferred/flush/keys/clear/contains ok");
 }
 
@@ -538,7 +556,7 @@ pub fn outbox_cycle(m: &mut Meter, flash: &mut Sim) {
 
 /// The size of each future before it is polled (what an executor's task must hold).
 #[inline(never)]
-pub fn future_sizes(flash: &mut Sim) -> [(&'static str, usize); 12] {
+pub fn future_sizes(flash: &mut Sim) -> [(&'static str, usize); 13] {
     let flash = reset(flash);
     let mount = size_of_val(St::mount(&mut *flash, Config::new(MAX_VALUE)));
     let mut s = remount(flash).0;
@@ -559,6 +577,7 @@ pub fn future_sizes(flash: &mut Sim) -> [(&'static str, usize); 12] {
         ("", 0),
         ("", 0),
         ("", 0),
+        ("", 0),
     ];
     let mut sizes = sizes;
     let mut ob: Ob = block_on(Outbox::restore(s, OutboxConfig::new(32))).expect("restore");
@@ -570,8 +589,9 @@ pub fn future_sizes(flash: &mut Sim) -> [(&'static str, usize); 12] {
         "outbox_next_transmit",
         size_of_val(ob.next_transmit(0, &mut tx, |_| {})),
     );
+    sizes[11] = ("outbox_puback", size_of_val(ob.on_puback(1)));
     let s = ob.into_store_unflushed();
-    sizes[11] = ("outbox_restore", size_of_val(Ob::restore(s, OutboxConfig::new(32))));
+    sizes[12] = ("outbox_restore", size_of_val(Ob::restore(s, OutboxConfig::new(32))));
     sizes
 }
 
