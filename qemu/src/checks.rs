@@ -102,7 +102,7 @@ fn expect_keys(m: &mut Meter, db: &mut Db, want: &[u32]) {
 pub fn basic(m: &mut Meter, flash: &mut Sim) {
     let flash = reset(flash);
     {
-        // Before `open` everything is refused.
+        // Before `open` the store refuses to write.
         let mut db = Blocking(
             block_on(St::mount(&mut *flash, Config::new(MAX_VALUE)))
                 .map_err(|(_, e)| e)
@@ -114,10 +114,9 @@ pub fn basic(m: &mut Meter, flash: &mut Sim) {
     let usage = db.0.usage();
     assert_eq!((usage.live_bytes, usage.damaged_bytes), (0, 0));
     hprintln!(
-        "store: capacity {} B, value limit {} B, {} log pages",
+        "store: capacity {} B, value limit of this geometry {} B",
         usage.capacity_bytes,
-        St::max_value_limit(),
-        usage.log_pages
+        St::max_value_limit()
     );
     for k in 0..5 {
         put(m, &mut db, k, 0);

@@ -11,9 +11,10 @@
 use core::arch::asm;
 use core::ptr::{read_volatile, write_volatile};
 
-/// The paint. Any word an operation writes is very unlikely to equal it; if one did, the
-/// figure would come out short by the words above it, which is why the scan starts from the
-/// bottom of the painted region: only a run of untouched words below the deepest write counts.
+/// The paint. The scan goes up from the bottom of the painted region to the first word that
+/// differs; if the deepest word an operation wrote happened to equal the paint, the figure
+/// would come out short by the words up to the next one that differs (the store writes no such
+/// constant).
 const PAINT: u32 = 0xCAFE_BABE;
 
 unsafe extern "C" {
