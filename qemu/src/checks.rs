@@ -360,13 +360,18 @@ fn holds(db: &mut Db, state: &State) -> bool {
 
 /// Cuts power during each flash operation of [`SCENARIO`] in turn (at most 160 of them), then
 /// remounts: every acknowledged step must be there, the interrupted one entirely or not at
-/// all, and nothing else; the store must then take a new put.
+/// all, and nothing else; the store must then take a new put. `ecc`: on ECC flash whose torn
+/// words become unreadable, else on multiwrite flash.
 #[inline(never)]
-pub fn power_cut_sweep(flash: &mut Sim) {
+pub fn power_cut_sweep(flash: &mut Sim, ecc: bool) {
     // Key 5 once (cold: compaction has to move it), then keys 0..4 rewritten `fill + 1` times
     // (rounds 100.., values the scenario never writes).
     let base = |flash: &mut Sim, fill: u32| {
         let flash = reset(flash);
+        // ECC mode: each word programmed once per erase, and a torn operation leaves words
+        // that fail every read until their page is erased (STM32L4/H7-like).
+        flash.set_ecc(ecc);
+        flash.set_torn_unreadable(ecc);
         let mut db = remount(flash);
         let mut v = [0u8; MAX_VALUE];
         let len = value(5, 100, &mut v);
@@ -446,8 +451,13 @@ pub fn power_cut_sweep(flash: &mut Sim) {
         assert_eq!(buf[..len], v[..len]);
     }
     hprintln!(
-        "power-cut sweep: {} cuts over {} flash operations ({} page erases, {} records moved by compaction), all \
+        "power-cut sweep ({}): {} cuts over {} flash operations ({} page erases, {} records moved by compaction), all \
          recovered ({} old state, {} new state)",
+        if ecc {
+            "ECC, torn words unreadable"
+        } else {
+            "multiwrite"
+        },
         cuts,
         total,
         erases,

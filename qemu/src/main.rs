@@ -165,7 +165,8 @@ fn main() -> ! {
 
     checks::basic(&mut m, flash);
     checks::churn(&mut m, flash);
-    checks::power_cut_sweep(flash);
+    checks::power_cut_sweep(flash, false);
+    checks::power_cut_sweep(flash, true);
     checks::outbox_cycle(&mut m, flash);
     ss::queue(&mut m, flash);
     ss::map(&mut m, flash);
