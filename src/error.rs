@@ -55,6 +55,9 @@ pub enum Error<E> {
     /// handed out, and more than [`crate::KEY_CURSORS`] other cursors were used since. Nothing
     /// was changed; start again from `KeyCursor::default()`.
     CursorExpired,
+    /// The namespace is the store's identity registry (or an identity hashes to it, a 2^-64
+    /// chance): it cannot be opened, adopted or discarded as a client's. Nothing was changed.
+    ReservedNamespace,
 }
 
 impl<E: fmt::Debug> fmt::Display for Error<E> {
@@ -74,6 +77,9 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
             Error::Exhausted => f.write_str("page sequence numbers exhausted"),
             Error::LogicBug => f.write_str("internal invariant violated (bug)"),
             Error::CursorExpired => f.write_str("key cursor expired: start the listing again"),
+            Error::ReservedNamespace => {
+                f.write_str("the namespace is the store's identity registry: use another client id or server URI")
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod ekv_backend;
 pub mod error;
 pub mod flash;
+pub mod identity;
 pub mod key;
 mod log;
 pub mod mqtt;
@@ -20,6 +21,7 @@ pub mod file_flash;
 pub mod adapter;
 
 pub use error::{Error, GeometryError};
+pub use identity::{Adopted, Identity, IdentityName};
 pub use key::{Key, Kind, ParseKeyError};
 pub use log::{KEY_CURSORS, MountReport};
 pub use persistence::{Blocking, Persistence, Transform, Transformed};

@@ -5,6 +5,7 @@ use embedded_storage_async::nor_flash::NorFlash;
 
 use crate::codec::namespace_hash;
 use crate::error::Error;
+use crate::identity::REGISTRY_NS;
 use crate::key::Key;
 use crate::log::{Chain, CursorPos, KEYS_BATCH, Loc, Log, MountReport, Source};
 
@@ -43,8 +44,11 @@ pub struct KeyCursor(CursorPos);
 /// It owns the flash ([`Store::into_flash`] gives it back). RAM use is this struct: 20 bytes
 /// per page plus a fixed ~900 bytes; every operation works in bounded stack buffers.
 pub struct Store<F: NorFlash, const PAGES: usize> {
-    log: Log<F, PAGES>,
-    ns: Option<u64>,
+    pub(crate) log: Log<F, PAGES>,
+    pub(crate) ns: Option<u64>,
+    /// The identity registry holds no entry of an empty namespace other than the open one
+    /// (checked since the open): a `Full` put need not look for entries to remove.
+    pub(crate) registry_clean: bool,
 }
 
 impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
@@ -55,7 +59,11 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// A default `max_value_len` of a quarter page is used by [`Store::mount_default`].
     pub async fn mount(flash: F, config: Config) -> Result<Self, (F, Error<F::Error>)> {
         let log = Log::mount(flash, config.max_value_len as u32).await?;
-        Ok(Store { log, ns: None })
+        Ok(Store {
+            log,
+            ns: None,
+            registry_clean: false,
+        })
     }
 
     /// [`Store::mount`] with `max_value_len` a quarter of the page payload.
@@ -125,13 +133,23 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// Opens the namespace of `client_id` at `server_uri`. Keys of other namespaces on the
     /// same flash stay invisible and untouched. Opening again with the same identity is a
     /// no-op; with another identity it is [`Error::AlreadyOpen`].
+    ///
+    /// The first `open` of an identity registers its client id and server URI (a small value
+    /// in the store's registry, [`crate::identity`]) so that a backlog left under another
+    /// spelling of the identity can be found again with [`Store::identities`]. Later opens
+    /// only look the entry up.
     pub async fn open(&mut self, client_id: &str, server_uri: &str) -> Res<(), F> {
         let ns = namespace_hash(client_id, server_uri);
+        if ns == REGISTRY_NS {
+            return Err(Error::ReservedNamespace);
+        }
         match self.ns {
             Some(cur) if cur == ns => Ok(()),
             Some(_) => Err(Error::AlreadyOpen),
             None => {
+                self.register(ns, client_id, server_uri).await?;
                 self.ns = Some(ns);
+                self.registry_clean = false;
                 Ok(())
             }
         }
@@ -161,13 +179,29 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
         if len > self.max_value() {
             return Err(Error::TooLarge { max: self.max_value() });
         }
-        self.log.put(ns, key, parts, len as u32).await
+        match self.log.put(ns, key, parts, len as u32).await {
+            // Entries of namespaces emptied since are space a drained store must get back.
+            Err(Error::Full) if !self.registry_clean => {
+                self.registry_clean = true;
+                if self.collect_stale(ns).await? {
+                    self.log.put(ns, key, parts, len as u32).await
+                } else {
+                    Err(Error::Full)
+                }
+            }
+            r => r,
+        }
     }
 
     /// Copies the value of `key` into `buf` and returns it. [`Error::BufferTooSmall`] names the
     /// size needed; [`Error::Corrupted`] means the stored bytes failed their CRC.
     pub async fn get<'b>(&mut self, key: Key, buf: &'b mut [u8]) -> Res<&'b [u8], F> {
         let ns = self.ns()?;
+        self.get_in(ns, key, buf).await
+    }
+
+    /// [`Self::get`] in namespace `ns`.
+    pub(crate) async fn get_in<'b>(&mut self, ns: u64, key: Key, buf: &'b mut [u8]) -> Res<&'b [u8], F> {
         match self.log.locate(ns, key).await? {
             Loc::Absent => Err(Error::NotFound),
             Loc::At { page, off, len, .. } => {
@@ -259,6 +293,14 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// 16 keys per call; `cursor` remembers the position. Allocates nothing.
     pub async fn keys(&mut self, cursor: &mut KeyCursor, out: &mut [Key]) -> Res<usize, F> {
         let ns = self.ns()?;
+        let take = out.len().min(KEYS_BATCH);
+        let (n, next) = self.log.next_keys(ns, cursor.0, &mut out[..take]).await?;
+        cursor.0 = next;
+        Ok(n)
+    }
+
+    /// One batch of [`Self::keys`] in namespace `ns`.
+    pub(crate) async fn keys_in(&mut self, ns: u64, cursor: &mut KeyCursor, out: &mut [Key]) -> Res<usize, F> {
         let take = out.len().min(KEYS_BATCH);
         let (n, next) = self.log.next_keys(ns, cursor.0, &mut out[..take]).await?;
         cursor.0 = next;

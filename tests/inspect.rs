@@ -19,10 +19,15 @@ fn mount(flash: &mut Sim) -> Store<&mut Sim, N> {
 }
 
 fn run(image: &[u8], name: &str, json: bool) -> String {
+    run_paged(image, name, json, 1024)
+}
+
+fn run_paged(image: &[u8], name: &str, json: bool, page: usize) -> String {
     let path: PathBuf = std::env::temp_dir().join(format!("mqtt-persist-inspect-{}-{name}.bin", std::process::id()));
     std::fs::write(&path, image).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mqtt-persist-inspect"));
-    cmd.arg(&path).args(["--page-size", "1024", "--write-size", "4"]);
+    cmd.arg(&path)
+        .args(["--page-size", &page.to_string(), "--write-size", "4"]);
     if json {
         cmd.arg("--json");
     }
@@ -381,4 +386,42 @@ fn check_json(s: &str) {
     value(b, &mut i);
     skip(b, &mut i);
     assert_eq!(i, b.len(), "trailing data after JSON");
+}
+
+#[test]
+fn identities_are_printed_with_their_registered_names() {
+    let mut flash = SimFlash::<4096, 8, 4, 4>::boxed();
+    {
+        let mut s: Store<_, 8> = block_on(Store::mount(&mut *flash, Config::new(200)))
+            .map_err(|e| e.1)
+            .unwrap();
+        block_on(s.open("dev-1", "tcp://localhost:1883")).unwrap();
+        for i in 0..27 {
+            block_on(s.put(Key::command(i), &[b"reading"])).unwrap();
+        }
+        block_on(s.close()).unwrap();
+        block_on(s.open_namespace(0xABCD)).unwrap();
+        block_on(s.put(Key::command(1), &[b"x"])).unwrap();
+        block_on(s.close()).unwrap();
+    }
+    let text = run_paged(flash.as_bytes(), "identities", false, 4096);
+    let ns = mqtt_persist::codec::namespace_hash("dev-1", "tcp://localhost:1883");
+    assert!(
+        text.contains(&format!(
+            "identity ns {ns:#018x}: client \"dev-1\" server \"tcp://localhost:1883\", 27 keys, 189 bytes"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("identity ns 0x000000000000abcd: unnamed (no registry entry), 1 keys, 1 bytes"),
+        "{text}"
+    );
+    let json = run_paged(flash.as_bytes(), "identities-json", true, 4096);
+    check_json(&json);
+    assert!(
+        json.contains(&format!(
+            "{{\"namespace\":\"{ns:#018x}\",\"client_id\":\"dev-1\",\"server_uri\":\"tcp://localhost:1883\",\"truncated\":false,\"keys\":27}}"
+        )),
+        "{json}"
+    );
 }

@@ -246,6 +246,12 @@ fn sweep_one<const P: usize, const N: usize, const R: usize, const W: usize>(
         // erased.
         flash.set_torn_unreadable(ecc);
         flash.set_seed(seed ^ k);
+        // The identity's first open registers it (one write, cut in tests/support/harness.rs):
+        // done before the cut is armed, so the sweep cuts every operation of the workload.
+        {
+            let mut store: Store<_, N> = block_on(Store::mount(&mut *flash, config)).map_err(|e| e.1).unwrap();
+            block_on(store.open("client", "tcp://broker:1883")).unwrap();
+        }
         flash.cut_power_at_op(Some(k));
         let mut model = Model::default();
         let mut interrupted = None;

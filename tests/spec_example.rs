@@ -49,7 +49,8 @@ fn the_worked_example_is_what_the_store_writes() {
     let mut s: Store<_, 4> = block_on(Store::mount(&mut *f, Config::new(256)))
         .map_err(|e| e.1)
         .unwrap();
-    block_on(s.open("dev-1", "tcp://broker:1883")).unwrap();
+    // By hash, as the example says: `open` would write the registry entry first.
+    block_on(s.open_namespace(mqtt_persist::codec::namespace_hash("dev-1", "tcp://broker:1883"))).unwrap();
     block_on(s.put(Key::command(70_000), &[b"hello"])).unwrap();
     let page = s.into_flash().page(0);
     let mut covered = 0;

@@ -53,7 +53,7 @@ pub fn section() -> String {
         return md;
     };
     md.push_str(
-        "Measured on the instruction set by painting the stack (docs/DESIGN.md section 21): each\n\
+        "Measured on the instruction set by painting the stack (docs/DESIGN.md section 22): each\n\
          operation runs through the blocking facade (`Blocking`, `block_on`) and the figure is the\n\
          deepest word it overwrote below its caller, the maximum over every call of the run (churn\n\
          with compaction, removals, clear, the outbox cycle). M0: `thumbv6m-none-eabi` on QEMU's\n\

@@ -17,6 +17,7 @@ use mqtt_persist::codec::{
     Binding, HeaderState, PAGE_HEADER_LEN, PageHeader, RecordType, SYNC_MAGIC, Tag, TagError, full_id, le32,
     record_crc, stored_len,
 };
+use mqtt_persist::identity::{REGISTRY_NS, decode_entry};
 
 const USAGE: &str =
     "usage: mqtt-persist-inspect IMAGE --page-size BYTES --write-size BYTES [--read-size BYTES] [--json]";
@@ -151,6 +152,8 @@ struct Report {
     findings: Vec<Finding>,
     /// Live keys per namespace, in log order of their put.
     live_keys: BTreeMap<u64, Vec<(Key, usize)>>,
+    /// The identity registry: client id, server URI and truncation per namespace.
+    names: BTreeMap<u64, (String, String, bool)>,
 }
 
 fn kind_hi(ctx: &(u64, u16, u16), kind: mqtt_persist::Kind) -> u16 {
@@ -255,6 +258,7 @@ fn inspect(image: &[u8], page: usize, ws: usize) -> Report {
         head_seq: 0,
         findings: Vec::new(),
         live_keys: BTreeMap::new(),
+        names: BTreeMap::new(),
     };
     let Some((head_seq, head)) = newest else {
         for p in &mut pages {
@@ -386,6 +390,7 @@ fn inspect(image: &[u8], page: usize, ws: usize) -> Report {
     let mut cleared: BTreeSet<u64> = BTreeSet::new();
     let mut live_frags: Vec<(usize, usize)> = Vec::new();
     let mut live_puts: Vec<(usize, usize, u64, Key, usize)> = Vec::new();
+    let mut names: BTreeMap<u64, (String, String, bool)> = BTreeMap::new();
     for pi in (0..order.len()).rev() {
         let p = order[pi];
         for ri in (0..pages[p].records.len()).rev() {
@@ -402,6 +407,20 @@ fn inspect(image: &[u8], page: usize, ws: usize) -> Report {
                         continue;
                     }
                     rec.live = true;
+                    if r.ns == REGISTRY_NS {
+                        // An identity registry entry (SPEC section 10.3): its value, whole.
+                        let bytes: Vec<u8> = frags
+                            .iter()
+                            .flat_map(|&(fp, fri)| {
+                                let f = &pages[fp].records[fri];
+                                let at = pages[fp].index * page + f.off + 4;
+                                image.get(at..at + f.tag.data_len()).unwrap_or(&[]).to_vec()
+                            })
+                            .collect();
+                        if let Some((ns, n)) = decode_entry(&bytes) {
+                            names.insert(ns, (n.client_id.into(), n.server_uri.into(), n.truncated));
+                        }
+                    }
                     live_frags.extend(frags);
                     live_puts.push((pi, ri, r.ns, k, len));
                 }
@@ -445,6 +464,7 @@ fn inspect(image: &[u8], page: usize, ws: usize) -> Report {
     for (_, _, ns, k, len) in live_puts {
         report.live_keys.entry(ns).or_default().push((k, len));
     }
+    report.names = names;
     for &p in &order {
         let pg = &mut pages[p];
         let live: usize = pg.records.iter().filter(|r| r.live).map(|r| r.stored).sum();
@@ -742,6 +762,14 @@ impl Report {
         if self.live_keys.is_empty() {
             let _ = writeln!(o, "live keys: none");
         }
+        for (ns, keys) in self.live_keys.iter().filter(|(ns, _)| **ns != REGISTRY_NS) {
+            let bytes: usize = keys.iter().map(|k| k.1).sum();
+            let name = match self.names.get(ns) {
+                Some((c, u, t)) => format!("client {c:?} server {u:?}{}", if *t { " (truncated)" } else { "" }),
+                None => "unnamed (no registry entry)".into(),
+            };
+            let _ = writeln!(o, "identity ns {ns:#018x}: {name}, {} keys, {bytes} bytes", keys.len());
+        }
         if self.findings.is_empty() {
             let _ = writeln!(o, "corruption: none");
         } else {
@@ -862,6 +890,23 @@ impl Report {
                     json_str(&k.to_string())
                 );
             }
+        }
+        o.push_str("],\"identities\":[");
+        for (i, (ns, keys)) in self.live_keys.iter().filter(|(ns, _)| **ns != REGISTRY_NS).enumerate() {
+            let (c, u, t) = self
+                .names
+                .get(ns)
+                .map_or((None, None, false), |(c, u, t)| (Some(c), Some(u), *t));
+            let js = |v: Option<&String>| v.map_or("null".to_string(), |v| json_str(v));
+            let _ = write!(
+                o,
+                "{}{{\"namespace\":{},\"client_id\":{},\"server_uri\":{},\"truncated\":{t},\"keys\":{}}}",
+                if i > 0 { "," } else { "" },
+                json_str(&format!("{ns:#018x}")),
+                js(c),
+                js(u),
+                keys.len()
+            );
         }
         o.push_str("],\"corruption\":[");
         for (i, f) in self.findings.iter().enumerate() {

@@ -332,6 +332,7 @@ fn ws<F: NorFlash>() -> usize {
 }
 
 mod append;
+mod census;
 mod compact;
 mod io;
 mod keys;
@@ -343,6 +344,8 @@ mod recent;
 mod scan;
 mod space;
 mod value;
+
+pub use census::NsCount;
 
 impl<F: NorFlash, const N: usize> Log<F, N> {
     /// The report of the last mount.
