@@ -119,6 +119,8 @@ pub enum GeometryError {
         flash_bytes: usize,
         /// `PAGES * ERASE_SIZE`.
         expected: usize,
+        /// The flash's `ERASE_SIZE`, to name the `PAGES` that would fit.
+        page_size: usize,
     },
     /// `Config::max_value_len` must not exceed `Store::max_value_limit()` for this geometry:
     /// an empty store must be able to take one value of that size with every reserve kept.
@@ -133,26 +135,53 @@ pub enum GeometryError {
     NoRoom,
 }
 
+/// Each message names the rule and the fix.
 impl fmt::Display for GeometryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            GeometryError::ReadSize { read_size } => {
-                write!(f, "READ_SIZE {read_size} is not a power of two of at most 32")
+            GeometryError::ReadSize { read_size } => write!(
+                f,
+                "READ_SIZE {read_size} is not a power of two of at most 32: wrap the flash in a \
+                 driver that reads in such units"
+            ),
+            GeometryError::WriteSize { write_size } => write!(
+                f,
+                "WRITE_SIZE {write_size} is not a power of two of at most 32: wrap the flash in a \
+                 driver that programs in such units"
+            ),
+            GeometryError::PageSize { page_size } => write!(
+                f,
+                "page size (ERASE_SIZE) {page_size} is not a multiple of 32 from 256 to 131072: \
+                 use a flash driver whose erase unit is in that range"
+            ),
+            GeometryError::PageCount { pages } => write!(
+                f,
+                "Store<_, {pages}>: PAGES must be from 4 to 4096; pick PAGES = the number of \
+                 erase pages of the flash (or of the partition) it mounts"
+            ),
+            GeometryError::Capacity {
+                flash_bytes,
+                expected,
+                page_size,
+            } => {
+                write!(
+                    f,
+                    "flash capacity {flash_bytes} B is not PAGES * page size = {expected} B: "
+                )?;
+                if page_size > 0 && flash_bytes % page_size == 0 && flash_bytes / page_size >= 4 {
+                    write!(f, "use Store<_, {}> for this flash, ", flash_bytes / page_size)?;
+                }
+                write!(f, "or mount a partition of exactly {expected} B")
             }
-            GeometryError::WriteSize { write_size } => {
-                write!(f, "WRITE_SIZE {write_size} is not a power of two of at most 32")
-            }
-            GeometryError::PageSize { page_size } => {
-                write!(f, "page size {page_size} is not a multiple of 32 from 256 to 131072")
-            }
-            GeometryError::PageCount { pages } => write!(f, "{pages} pages: the store needs 4 to 4096"),
-            GeometryError::Capacity { flash_bytes, expected } => {
-                write!(f, "flash capacity {flash_bytes} is not PAGES * page size = {expected}")
-            }
-            GeometryError::ValueTooLarge { max_value_len, limit } => {
-                write!(f, "max_value_len {max_value_len} exceeds this geometry's limit {limit}")
-            }
-            GeometryError::NoRoom => f.write_str("the compaction reserves leave no room for data"),
+            GeometryError::ValueTooLarge { max_value_len, limit } => write!(
+                f,
+                "Config::max_value_len {max_value_len} exceeds this geometry's limit {limit}: use \
+                 Config::new({limit}) or less (Store::max_value_limit()), or larger or more pages"
+            ),
+            GeometryError::NoRoom => f.write_str(
+                "the compaction reserves leave no room for data: use more pages, larger pages or \
+                 a smaller WRITE_SIZE",
+            ),
         }
     }
 }

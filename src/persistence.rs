@@ -16,6 +16,36 @@ use crate::store::{KeyCursor, Store};
 /// old or their new state and nothing else changed.
 ///
 /// Futures are not `Send`-bounded: embedded executors run them on one core.
+///
+/// Code written against the trait works on a [`Store`], a [`Transformed`] store (hooks) or
+/// another backend:
+///
+/// ```
+/// use mqtt_persist::flash::{SimFlash, block_on};
+/// use mqtt_persist::{Config, Error, Key, KeyCursor, Kind, Persistence, Store};
+///
+/// /// After a reboot: how many outgoing publishes wait for their acknowledgement.
+/// async fn unacked<P: Persistence>(p: &mut P) -> Result<usize, Error<P::FlashError>> {
+///     let (mut cursor, mut keys, mut count) = (KeyCursor::default(), [Key::sent(0); 16], 0);
+///     loop {
+///         let n = p.keys(&mut cursor, &mut keys).await?;
+///         if n == 0 {
+///             return Ok(count);
+///         }
+///         count += keys[..n].iter().filter(|k| k.kind() == Kind::Sent).count();
+///     }
+/// }
+///
+/// let mut flash = SimFlash::<1024, 8, 4, 4>::boxed();
+/// let mut store: Store<_, 8> = block_on(Store::mount(&mut *flash, Config::new(64))).map_err(|(_, e)| e)?;
+/// block_on(Persistence::open(&mut store, "dev", "tcp://b:1883"))?;
+/// for id in 1..=3 {
+///     block_on(Persistence::put(&mut store, Key::sent(id), &[b"payload"]))?;
+/// }
+/// block_on(Persistence::put(&mut store, Key::command(1), &[b"queued"]))?;
+/// assert_eq!(block_on(unacked(&mut store))?, 3);
+/// # Ok::<(), Error<mqtt_persist::flash::SimFlashError>>(())
+/// ```
 #[allow(async_fn_in_trait)]
 pub trait Persistence {
     /// The flash driver's error.
@@ -35,7 +65,8 @@ pub trait Persistence {
     async fn get<'b>(&mut self, key: Key, buf: &'b mut [u8]) -> Result<&'b [u8], Error<Self::FlashError>>;
     /// Removes `key` durably.
     async fn remove(&mut self, key: Key) -> Result<(), Error<Self::FlashError>>;
-    /// Fills `out` with the next keys in insertion order; returns how many (0: no more).
+    /// Fills `out` with the next keys in insertion order and returns how many: all of `out`
+    /// unless fewer keys are left, 0 when there are no more. `cursor` carries the position.
     async fn keys(&mut self, cursor: &mut KeyCursor, out: &mut [Key]) -> Result<usize, Error<Self::FlashError>>;
     /// Removes every key of the open identity.
     async fn clear(&mut self) -> Result<(), Error<Self::FlashError>>;
@@ -187,6 +218,25 @@ impl<P: Persistence, T: Transform, const BUF: usize> Persistence for Transformed
 /// A blocking facade over any [`Persistence`] whose futures never pend, which is the case for
 /// a [`Store`] on blocking flash (wrap it in [`crate::flash::BlockingFlash`]). Each method runs
 /// the async one to completion with [`block_on`].
+///
+/// ```
+/// use mqtt_persist::flash::{BlockingFlash, SimFlash, block_on};
+/// use mqtt_persist::{Blocking, Config, Error, Key, KeyCursor, Store};
+///
+/// // Any `embedded_storage::nor_flash::NorFlash` (a blocking HAL driver) in `BlockingFlash`.
+/// let mut chip = SimFlash::<1024, 8, 4, 4>::boxed();
+/// let store: Store<_, 8> = block_on(Store::mount(BlockingFlash(&mut *chip), Config::new(64))).map_err(|(_, e)| e)?;
+/// let mut p = Blocking(store);
+/// p.open("sensor-17", "tcp://broker.local:1883")?;
+/// p.put(Key::command(1), &[b"plant/temp", b"21.5"])?;
+/// p.put(Key::command(2), &[b"plant/temp", b"21.7"])?;
+/// let mut keys = [Key::sent(0); 4];
+/// assert_eq!(p.keys(&mut KeyCursor::default(), &mut keys)?, 2);
+/// assert_eq!(keys[..2], [Key::command(1), Key::command(2)]);
+/// p.remove(Key::command(1))?;
+/// p.close()?;
+/// # Ok::<(), Error<mqtt_persist::flash::SimFlashError>>(())
+/// ```
 pub struct Blocking<P>(pub P);
 
 impl<P: Persistence> Blocking<P> {

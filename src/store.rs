@@ -43,6 +43,26 @@ pub struct KeyCursor(CursorPos);
 ///
 /// It owns the flash ([`Store::into_flash`] gives it back). RAM use is this struct: 20 bytes
 /// per page plus a fixed ~900 bytes; every operation works in bounded stack buffers.
+///
+/// ```
+/// use mqtt_persist::flash::{SimFlash, block_on};
+/// use mqtt_persist::{Config, Error, Key, Store};
+///
+/// // 8 pages of 1 KiB, 4-byte words, ECC rules (no word programmed twice between erases).
+/// let mut flash = SimFlash::<1024, 8, 4, 4>::boxed();
+/// flash.set_ecc(true);
+/// block_on(async {
+///     let mut store: Store<_, 8> = Store::mount(&mut *flash, Config::new(256)).await.map_err(|(_, e)| e)?;
+///     store.open("sensor-17", "tcp://broker.local:1883").await?;
+///     store.put(Key::sent(7), &[b"plant/temp", b"21.5"]).await?;
+///     let mut buf = [0u8; 256];
+///     assert_eq!(store.get(Key::sent(7), &mut buf).await?, b"plant/temp21.5");
+///     store.remove(Key::sent(7)).await?; // PUBACK
+///     assert_eq!(store.contains(Key::sent(7)).await, Ok(false));
+///     store.close().await
+/// })?;
+/// # Ok::<(), Error<mqtt_persist::flash::SimFlashError>>(())
+/// ```
 pub struct Store<F: NorFlash, const PAGES: usize> {
     pub(crate) log: Log<F, PAGES>,
     pub(crate) ns: Option<u64>,
@@ -289,22 +309,34 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     }
 
     /// Fills `out` with the next keys in insertion order (the order of their latest `put`,
-    /// kept across compaction) and returns how many; 0 when there are no more. At most
-    /// 16 keys per call; `cursor` remembers the position. Allocates nothing.
+    /// kept across compaction) and returns how many: `out.len()` unless fewer keys are left,
+    /// 0 when there are no more. `cursor` remembers the position for the next call. The log is
+    /// read in batches of [`KEYS_BATCH`](crate::KEYS_BATCH) keys (the stack holds one batch
+    /// whatever the slice's length), so a long slice costs more reads, not more RAM.
+    /// Allocates nothing.
     pub async fn keys(&mut self, cursor: &mut KeyCursor, out: &mut [Key]) -> Res<usize, F> {
         let ns = self.ns()?;
-        let take = out.len().min(KEYS_BATCH);
-        let (n, next) = self.log.next_keys(ns, cursor.0, &mut out[..take]).await?;
-        cursor.0 = next;
-        Ok(n)
+        self.keys_in(ns, cursor, out).await
     }
 
-    /// One batch of [`Self::keys`] in namespace `ns`.
+    /// [`Self::keys`] in namespace `ns`: batches of [`KEYS_BATCH`] until `out` is full or the
+    /// log says the listing reached its end.
     pub(crate) async fn keys_in(&mut self, ns: u64, cursor: &mut KeyCursor, out: &mut [Key]) -> Res<usize, F> {
-        let take = out.len().min(KEYS_BATCH);
-        let (n, next) = self.log.next_keys(ns, cursor.0, &mut out[..take]).await?;
-        cursor.0 = next;
-        Ok(n)
+        let mut filled = 0;
+        while filled < out.len() {
+            let take = (out.len() - filled).min(KEYS_BATCH);
+            let (n, next, end) = self
+                .log
+                .next_keys(ns, cursor.0, &mut out[filled..filled + take])
+                .await?;
+            debug_assert!(n <= take, "next_keys returned more keys than its slice holds");
+            cursor.0 = next;
+            filled += n;
+            if end {
+                break;
+            }
+        }
+        Ok(filled)
     }
 
     fn max_value(&self) -> usize {

@@ -571,7 +571,8 @@ fn a_page_count_other_than_the_store_s_is_bad_geometry() {
             e,
             E::BadGeometry(GeometryError::Capacity {
                 flash_bytes: 8 * PAGE,
-                expected: 6 * PAGE
+                expected: 6 * PAGE,
+                page_size: PAGE,
             })
         ),
     }
@@ -581,7 +582,8 @@ fn a_page_count_other_than_the_store_s_is_bad_geometry() {
             e,
             E::BadGeometry(GeometryError::Capacity {
                 flash_bytes: 8 * PAGE,
-                expected: 16 * PAGE
+                expected: 16 * PAGE,
+                page_size: PAGE,
             })
         ),
     }

@@ -27,12 +27,16 @@ use crate::persistence::Persistence;
 #[cfg(any(feature = "minimq", feature = "rust-mqtt"))]
 mod driver;
 #[cfg(feature = "minimq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "minimq")))]
 pub mod minimq;
 #[cfg(feature = "mqttrust")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mqttrust")))]
 pub mod mqttrust;
 #[cfg(feature = "rumqttc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rumqttc")))]
 pub mod rumqttc;
 #[cfg(feature = "rust-mqtt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rust-mqtt")))]
 pub mod rust_mqtt;
 
 /// How a [`Client::publish`] ended.
@@ -108,6 +112,57 @@ pub enum Event {
 /// sends), behind an async mutex of kind `M`. `Q` is an [`Outbox`] (every publish on flash,
 /// the default) or a [`TieredOutbox`] (RAM-first, [`Self::restore_tiered`]): the drivers tell
 /// it the link state through [`Queue::on_connected`] and [`Queue::on_connection_lost`].
+///
+/// The application publishes through a shared reference while [`Self::drain`] sends through
+/// any [`Client`] (the adapters implement it for mqttrust, rust-mqtt, minimq and rumqttc; here
+/// a stand-in that records what it was given and acknowledges it):
+///
+/// ```
+/// use core::cell::RefCell;
+/// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+/// use mqtt_persist::adapter::{Ack, Client, Event, SharedOutbox, Turn};
+/// use mqtt_persist::flash::{SimFlash, block_on};
+/// use mqtt_persist::mqtt::{OutboxConfig, OutboxError, Publish};
+/// use mqtt_persist::{Config, Store};
+///
+/// struct Recorder(RefCell<Vec<Vec<u8>>>);
+/// impl Client for Recorder {
+///     type Error = ();
+///     fn is_connected(&self) -> bool {
+///         true
+///     }
+///     async fn publish(&self, p: &Publish<'_>, turn: &Turn<'_>) -> Result<Ack, ()> {
+///         self.0.borrow_mut().push(p.payload.to_vec());
+///         turn.queued(); // in the client's transmit queue
+///         Ok(Ack::Confirmed) // PUBACK
+///     }
+///     async fn pubrel(&self, _packet_id: u16) -> Result<Ack, ()> {
+///         Ok(Ack::Confirmed)
+///     }
+/// }
+///
+/// let mut flash = SimFlash::<1024, 8, 4, 4>::boxed();
+/// block_on(async {
+///     let mut store: Store<_, 8> = Store::mount(&mut *flash, Config::new(128)).await.map_err(|(_, e)| e)?;
+///     store.open("sensor-17", "tcp://broker.local:1883").await?;
+///     let shared = SharedOutbox::<NoopRawMutex, _, 4, 128>::restore(store, OutboxConfig::new(100)).await?;
+///     for reading in [b"21.5", b"21.7"] {
+///         shared.publish(&Publish::new("plant/temp", reading), 0).await?;
+///     }
+///     let client = Recorder(RefCell::new(Vec::new()));
+///     let mut delivered = Vec::new();
+///     let events = |e| {
+///         if let Event::Delivered { sequence } = e {
+///             delivered.push(sequence)
+///         }
+///     };
+///     shared.drain(&client, || 0, events, true).await?; // until nothing is left
+///     assert_eq!(client.0.into_inner(), [b"21.5", b"21.7"]);
+///     assert_eq!(delivered.len(), 2);
+///     Ok::<(), OutboxError<_>>(())
+/// })?;
+/// # Ok::<(), OutboxError<mqtt_persist::flash::SimFlashError>>(())
+/// ```
 pub struct SharedOutbox<M: RawMutex, P: Persistence, const W: usize, const BUF: usize, Q = Outbox<P, W, BUF>> {
     outbox: Mutex<M, Q>,
     wake: Signal<M, ()>,

@@ -1,33 +1,22 @@
-//! [`block_on`]: a minimal executor for futures that never wait on a wakeup.
-
-use core::future::Future;
-use core::pin::pin;
-use core::task::{Context, Poll, Waker};
+//! [`block_on`]: embassy-futures' executor for futures that never wait on a wakeup.
+//!
+//! It polls the future in a loop with a no-op waker, which is what the blocking facades need:
+//! the futures of [`BlockingFlash`], [`SimFlash`] or a store driven by them complete without
+//! external wakeups. A future waiting on an interrupt, a timer or another task would make it
+//! spin forever at 100 % CPU. The crate had its own 12-line copy of this loop; it now uses
+//! embassy-futures' (no dependencies of its own, same behaviour, DESIGN.md section 25).
 
 #[cfg(doc)]
+#[allow(unused_imports)]
 use super::{BlockingFlash, SimFlash};
 
-/// Runs a future to completion on the current thread by polling it in a
-/// loop with a no-op waker.
-///
-/// Only for futures that complete without external wakeups, such as the
-/// ones returned by [`BlockingFlash`], [`SimFlash`] or a store driven by
-/// them: nothing ever wakes the loop, so a future waiting on an interrupt,
-/// a timer or another task would make this spin forever at 100% CPU.
-pub fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        core::hint::spin_loop();
-    }
-}
+pub use embassy_futures::block_on;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::future::Future;
+    use core::task::{Context, Poll};
 
     #[test]
     fn block_on_spins_through_pending() {

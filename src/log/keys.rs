@@ -6,16 +6,18 @@ use super::*;
 
 impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Up to `out.len()` (at most [`KEYS_BATCH`]) live keys of namespace `ns` after the cursor
-    /// `at`, in insertion order. Returns how many were written and the cursor to continue
-    /// from; `(0, _)` means there are no more. [`Error::CursorExpired`] if compaction moved
+    /// `at`, in insertion order. Returns how many were written, the cursor to continue
+    /// from and whether the listing reached the end (no live key after the returned cursor);
+    /// `(0, _, true)` means there are no more. A batch can hold fewer keys than `out` and still
+    /// not be the last (candidates overwritten since were skipped). [`Error::CursorExpired`] if compaction moved
     /// records since `at` was handed out and it is no longer among the [`KEY_CURSORS`] most
     /// recently used cursors.
-    pub async fn next_keys(&mut self, ns: u64, at: CursorPos, out: &mut [Key]) -> Res<(usize, CursorPos), F> {
+    pub async fn next_keys(&mut self, ns: u64, at: CursorPos, out: &mut [Key]) -> Res<(usize, CursorPos, bool), F> {
         if out.is_empty() {
-            return Ok((0, at));
+            return Ok((0, at, false));
         }
         let after = self.cursor_now(at)?;
-        let (n, next) = self.next_keys_after(ns, after, out).await?;
+        let (n, next, end) = self.next_keys_after(ns, after, out).await?;
         let id = if at.2 != 0 {
             at.2
         } else {
@@ -26,7 +28,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         // A listing that reached the end stays tracked (it may poll for new keys) but is the
         // first to give its slot to another.
         self.cursor_track(pos, n > 0);
-        Ok((n, pos))
+        Ok((n, pos, end))
     }
 
     /// Records compaction moved since mount.
@@ -86,11 +88,13 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
     }
 
-    async fn next_keys_after(&mut self, ns: u64, after: Stamp, out: &mut [Key]) -> Res<(usize, Stamp), F> {
+    /// The third value is true when the scan saw fewer than a batch of candidates: every put
+    /// after the returned stamp was examined, so the listing is at its end.
+    async fn next_keys_after(&mut self, ns: u64, after: Stamp, out: &mut [Key]) -> Res<(usize, Stamp, bool), F> {
         let b = out.len().min(KEYS_BATCH);
         let mut after = after;
         if b == 0 {
-            return Ok((0, after));
+            return Ok((0, after, false));
         }
         loop {
             let mut cands = [((0u32, 0u32, 0u64), Key::sent(0), 0u16, 0u32); KEYS_BATCH];
@@ -131,7 +135,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 }
             }
             if n == 0 {
-                return Ok((0, after));
+                return Ok((0, after, true));
             }
             let mut want = [(0u64, Key::sent(0)); KEYS_BATCH];
             for i in 0..n {
@@ -151,7 +155,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
             after = cands[n - 1].0;
             if m > 0 || n < b {
-                return Ok((m, after));
+                return Ok((m, after, n < b));
             }
         }
     }

@@ -24,7 +24,8 @@ use crate::key::{Key, Kind};
 
 /// Keys resolved per liveness pass, and the capacity of the deferred-removal set.
 pub const BATCH: usize = 32;
-/// Keys returned per `keys()` call (each call is one pass over the log).
+/// Keys gathered per pass over the log by `Store::keys`, which makes as many passes as it takes
+/// to fill the caller's slice: the stack holds one batch, whatever the slice's length.
 pub const KEYS_BATCH: usize = 16;
 /// Puts remembered with their location, so removing or reading a recent key needs no scan.
 const RECENT: usize = 32;

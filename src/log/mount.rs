@@ -30,6 +30,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             return Err(GeometryError::Capacity {
                 flash_bytes: flash.capacity(),
                 expected: N * page,
+                page_size: page,
             });
         }
         Ok(())

@@ -239,6 +239,46 @@ const LOOKAHEAD: usize = 16;
 
 /// The outbox: `W` is the replay window (packets in flight), `BUF` the largest encoded record.
 /// RAM: `W` slots, a 16-key look-ahead and a few counters; the messages stay on flash.
+///
+/// Publish while offline, reboot, replay in order and acknowledge:
+///
+/// ```
+/// use mqtt_persist::flash::{SimFlash, SimFlashError, block_on};
+/// use mqtt_persist::mqtt::{Outbox, OutboxConfig, OutboxError, Publish, Transmit};
+/// use mqtt_persist::{Config, Store};
+///
+/// type Flash = SimFlash<1024, 8, 4, 4>;
+/// /// Mount, open the client's identity, restore: what the device does at every boot.
+/// async fn open(flash: &mut Flash) -> Result<Outbox<Store<&mut Flash, 8>, 4, 128>, OutboxError<SimFlashError>> {
+///     let mut store = Store::mount(flash, Config::new(128)).await.map_err(|(_, e)| e)?;
+///     store.open("sensor-17", "tcp://broker.local:1883").await?;
+///     Outbox::restore(store, OutboxConfig::new(1000)).await
+/// }
+///
+/// let mut flash = Flash::boxed();
+/// block_on(async {
+///     let mut outbox = open(&mut *flash).await?;
+///     for reading in [b"21.5", b"21.7", b"21.6"] {
+///         outbox.publish(&Publish::new("plant/temp", reading), 0).await?; // on flash now
+///     }
+///     drop(outbox); // power cut: nothing was sent
+///
+///     let mut outbox = open(&mut *flash).await?;
+///     assert_eq!(outbox.capacity().buffered, 3);
+///     let mut buf = [0u8; 128];
+///     let mut sent = Vec::new();
+///     while let Some(Transmit::Publish(p)) = outbox.next_transmit(0, &mut buf, |_| {}).await? {
+///         sent.push((p.packet_id, p.payload.to_vec())); // hand `p` to the MQTT client here
+///     }
+///     assert_eq!(sent.iter().map(|s| &s.1[..]).collect::<Vec<_>>(), [b"21.5", b"21.7", b"21.6"]);
+///     for (packet_id, _) in sent {
+///         outbox.on_puback(packet_id).await?; // the broker acknowledged it
+///     }
+///     assert!(outbox.is_idle());
+///     outbox.flush().await
+/// })?;
+/// # Ok::<(), OutboxError<SimFlashError>>(())
+/// ```
 pub struct Outbox<P: Persistence, const W: usize, const BUF: usize> {
     store: P,
     config: OutboxConfig,
