@@ -11,7 +11,7 @@ use mqtt_persist::{Config, Error, Key, Store};
 
 type Sim = SimFlash<1024, 6, 4, 4>;
 
-/// Fixed on main (bffa96f). Found by a `fuzz/seeds` power_loss input (see `fuzz_regressions::bug_pending_other_ns`).
+/// Fixed on main (bffa96f). Found by a `tests/fuzz_seeds` power_loss input (see `fuzz_regressions::bug_pending_other_ns`).
 ///
 /// `Log::locate_many` treats a key with a pending deferred removal as removed in *every*
 /// namespace (`is_pending(key)` ignores `want[i].0`). Compaction (`walk_live`) therefore sees

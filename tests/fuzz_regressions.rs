@@ -1,4 +1,4 @@
-//! The fuzz harnesses as plain tests: every committed seed of `fuzz/seeds/<target>/` is replayed
+//! The fuzz harnesses as plain tests: every committed seed of `tests/fuzz_seeds/<target>/` is replayed
 //! through the same code the cargo-fuzz targets run (`tests/support/harness.rs`), and every
 //! crash a fuzzer found is kept here as a const input.
 //!
@@ -13,7 +13,9 @@ mod harness;
 use std::path::{Path, PathBuf};
 
 fn seeds_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz_seeds")
+        .join(target)
 }
 
 fn replay(target: &str, run: fn(&[u8])) {
@@ -587,7 +589,7 @@ impl Rng {
 
 /// Writes the seed corpora (small: a few hundred bytes per scenario, cropped images).
 #[test]
-#[ignore = "writes fuzz/seeds/; run by hand when the input encoding changes"]
+#[ignore = "writes tests/fuzz_seeds/; run by hand when the input encoding changes"]
 fn write_seeds() {
     let mut rng = Rng(0x5EED_5EED_1234_5678);
     for (target, count, len) in [("ops", 16, 700), ("power_loss", 16, 400), ("hooks", 8, 400)] {
@@ -740,7 +742,7 @@ fn replay_file() {
 }
 
 /// Persisted MQTT records of every kind, encoded: the `mqtt_decode` seeds (written to
-/// `fuzz/seeds/mqtt_decode` when `WRITE_MQTT_SEEDS` is set) and this test's inputs, with every
+/// `tests/fuzz_seeds/mqtt_decode` when `WRITE_MQTT_SEEDS` is set) and this test's inputs, with every
 /// truncation and a flipped byte of each.
 fn mqtt_samples() -> Vec<Vec<u8>> {
     use mqtt_persist::mqtt::packet::{Publish, QoS, Record};
@@ -776,7 +778,7 @@ fn mqtt_samples() -> Vec<Vec<u8>> {
 fn mqtt_decode_seeds_truncations_and_flips() {
     let samples = mqtt_samples();
     if std::env::var_os("WRITE_MQTT_SEEDS").is_some() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/mqtt_decode");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_seeds/mqtt_decode");
         std::fs::create_dir_all(&dir).unwrap();
         for (i, s) in samples.iter().enumerate() {
             std::fs::write(dir.join(format!("record-{i}")), s).unwrap();

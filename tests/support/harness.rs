@@ -1,6 +1,6 @@
 //! Fuzz harnesses, shared by the cargo-fuzz targets in `fuzz/fuzz_targets/` (which pull this file
 //! in with `#[path]`) and by `tests/fuzz_regressions.rs` (which replays the committed seed corpora
-//! in `fuzz/seeds/` and every crash the fuzzers found, as plain `cargo test`s).
+//! in `tests/fuzz_seeds/` and every crash the fuzzers found, as plain `cargo test`s).
 //!
 //! Every harness takes the fuzzer's bytes, decodes them with `arbitrary::Unstructured` into a
 //! flash geometry (one of [`GEOMETRIES`] monomorphized `SimFlash` types, ECC on or off) and a
