@@ -311,7 +311,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     /// Fills `out` with the next keys in insertion order (the order of their latest `put`,
     /// kept across compaction) and returns how many: `out.len()` unless fewer keys are left,
     /// 0 when there are no more. `cursor` remembers the position for the next call. The log is
-    /// read in batches of [`KEYS_BATCH`](crate::KEYS_BATCH) keys (the stack holds one batch
+    /// read in batches of [`KEYS_BATCH`] keys (the stack holds one batch
     /// whatever the slice's length), so a long slice costs more reads, not more RAM.
     /// Allocates nothing.
     pub async fn keys(&mut self, cursor: &mut KeyCursor, out: &mut [Key]) -> Res<usize, F> {
@@ -327,7 +327,7 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
             let take = (out.len() - filled).min(KEYS_BATCH);
             let (n, next, end) = self
                 .log
-                .next_keys(ns, cursor.0, &mut out[filled..filled + take])
+                .next_keys(ns, cursor.0, &mut out[filled..filled + take], filled > 0)
                 .await?;
             debug_assert!(n <= take, "next_keys returned more keys than its slice holds");
             cursor.0 = next;

@@ -9,10 +9,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// `at`, in insertion order. Returns how many were written, the cursor to continue
     /// from and whether the listing reached the end (no live key after the returned cursor);
     /// `(0, _, true)` means there are no more. A batch can hold fewer keys than `out` and still
-    /// not be the last (candidates overwritten since were skipped). [`Error::CursorExpired`] if compaction moved
+    /// not be the last (candidates overwritten since were skipped). `listed_before`: the
+    /// caller's current call already listed keys with this cursor (a batch that only finds
+    /// the end then leaves the cursor tracked as active: the caller will come back). [`Error::CursorExpired`] if compaction moved
     /// records since `at` was handed out and it is no longer among the [`KEY_CURSORS`] most
     /// recently used cursors.
-    pub async fn next_keys(&mut self, ns: u64, at: CursorPos, out: &mut [Key]) -> Res<(usize, CursorPos, bool), F> {
+    pub async fn next_keys(
+        &mut self,
+        ns: u64,
+        at: CursorPos,
+        out: &mut [Key],
+        listed_before: bool,
+    ) -> Res<(usize, CursorPos, bool), F> {
         if out.is_empty() {
             return Ok((0, at, false));
         }
@@ -27,7 +35,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let pos = (next, self.moves, id);
         // A listing that reached the end stays tracked (it may poll for new keys) but is the
         // first to give its slot to another.
-        self.cursor_track(pos, n > 0);
+        self.cursor_track(pos, n > 0 || listed_before);
         Ok((n, pos, end))
     }
 
