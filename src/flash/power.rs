@@ -145,33 +145,42 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
     /// so that the page matches neither the old content nor the erased state
     /// whenever that is possible (it is not for a page with one 0 bit).
     pub(super) fn garble_page(&mut self, page: usize) {
-        let old = self.data[page];
-        for (i, &o) in old.iter().enumerate() {
-            let rnd = self.rand_byte();
-            self.data[page][i] = o | rnd;
+        // One pass, no copy of the page (a copy would put PAGE bytes on the stack of every
+        // erase, which the QEMU stack figures would then count): remember the first
+        // programmed byte's old value and whether the result equals the old content or the
+        // erased state.
+        let mut first: Option<(usize, u8)> = None;
+        let (mut same, mut looks_erased) = (true, true);
+        for i in 0..PAGE {
+            let o = self.data[page][i];
+            let n = o | self.rand_byte();
+            self.data[page][i] = n;
+            if o != 0xFF && first.is_none() {
+                first = Some((i, o));
+            }
+            same &= n == o;
+            looks_erased &= n == 0xFF;
         }
-        let cur = &mut self.data[page];
         // The random outcome can look like a clean result (always for tiny
         // pages, rarely otherwise). Tests of torn erases are only meaningful
         // if the page is really in between, so fix up the first programmed
         // byte `i` in that case.
-        if let Some(i) = old.iter().position(|&b| b != 0xFF) {
-            let looks_erased = cur.iter().all(|&b| b == 0xFF);
-            if looks_erased || *cur == old {
-                let lowest_zero = 1u8 << (!old[i]).trailing_zeros();
-                cur[i] = if old[i].count_zeros() >= 2 {
-                    // Strictly between old and erased on its own.
-                    old[i] | lowest_zero
-                } else if looks_erased {
-                    // Differs from `old` as long as another byte was
-                    // programmed (it is erased now).
-                    old[i]
-                } else {
-                    // Differs from erased as long as another byte was
-                    // programmed (it kept its old value).
-                    0xFF
-                };
-            }
+        if let Some((i, old)) = first
+            && (looks_erased || same)
+        {
+            let lowest_zero = 1u8 << (!old).trailing_zeros();
+            self.data[page][i] = if old.count_zeros() >= 2 {
+                // Strictly between old and erased on its own.
+                old | lowest_zero
+            } else if looks_erased {
+                // Differs from `old` as long as another byte was
+                // programmed (it is erased now).
+                old
+            } else {
+                // Differs from erased as long as another byte was
+                // programmed (it kept its old value).
+                0xFF
+            };
         }
         // The ECC of a half-erased page is garbage: force a new erase. Words
         // that were unreadable stay so (only a completed erase fixes them).

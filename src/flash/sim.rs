@@ -386,11 +386,13 @@ impl<const PAGE: usize, const PAGES: usize, const READ: usize, const WRITE: usiz
     }
 
     fn erase_page(&mut self, page: usize) {
-        self.data[page] = [0xFF; PAGE];
+        // `fill`, not `= [0xFF; PAGE]`: the array literal is built on the stack first in some
+        // builds (4 KiB of the peak stack the QEMU run measures for an erasing operation).
+        self.data[page].fill(0xFF);
         if self.st.unreadable > 0 {
             self.st.unreadable -= self.words[page].iter().filter(|&&w| w == WORD_UNREADABLE).count();
         }
-        self.words[page] = [WORD_ERASED; PAGE];
+        self.words[page].fill(WORD_ERASED);
         self.page_erases[page] += 1;
         self.st.stats.erases += 1;
     }
