@@ -335,6 +335,8 @@ fn ws<F: NorFlash>() -> usize {
 mod append;
 mod census;
 mod compact;
+#[cfg(all(test, target_pointer_width = "64"))]
+mod future_sizes;
 mod io;
 mod keys;
 mod lookup;
