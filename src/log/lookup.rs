@@ -22,52 +22,61 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         out: &mut [Loc],
         honor_pending: bool,
     ) -> Res<(), F> {
+        // Bit i of `resolved`: want[i]'s newest event is known (in `out[i]`). Bit i of `seen`:
+        // the page being scanned has an event of want[i], the latest of them in `out[i]` (a
+        // later record of the page replaces it); at the page's end seen keys are resolved.
+        // Bitmasks and `out` instead of per-key arrays keep every lookup's future small.
+        const { assert!(BATCH <= 32, "lookup bitmasks hold BATCH keys") };
         let n = want.len().min(BATCH).min(out.len());
-        let mut resolved = [false; BATCH];
+        let all = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+        let mut resolved = 0u32;
         for i in 0..n {
             out[i] = Loc::Absent;
             if honor_pending && self.is_pending(want[i].0, want[i].1) {
-                resolved[i] = true;
+                resolved |= 1 << i;
             } else if let Some(loc) = self.recent_loc(want[i].0, want[i].1).await? {
                 out[i] = loc;
-                resolved[i] = true;
+                resolved |= 1 << i;
             }
         }
+        let open = |resolved: u32, i: usize| resolved & (1 << i) == 0;
         for d in 0..self.len {
-            if resolved[..n].iter().all(|&r| r) {
+            if resolved == all {
                 break;
             }
             let p = self.ring_back(self.head, d);
             let info = self.pages[p as usize];
-            if !(0..n).any(|i| !resolved[i] && info.may_hold(want[i].1)) {
+            if !(0..n).any(|i| open(resolved, i) && info.may_hold(want[i].1)) {
                 continue;
             }
             let Some(mut c) = self.log_cursor(p).await? else {
                 continue;
             };
-            let mut ev = [None::<Loc>; BATCH];
+            let mut seen = 0u32;
             while let Some(e) = self.next_entry(&mut c).await? {
                 match e.tag.ty {
                     RecordType::Put(_) => {
                         for i in 0..n {
-                            if !resolved[i]
+                            if open(resolved, i)
                                 && Some(want[i].1) == e.key
                                 && want[i].0 == e.ns
                                 && let Some((stored, len)) = self.chain_extent(p, e.off, e.tag).await?
                             {
-                                ev[i] = Some(Loc::At {
+                                out[i] = Loc::At {
                                     page: p,
                                     off: e.off,
                                     stored,
                                     len,
-                                });
+                                };
+                                seen |= 1 << i;
                             }
                         }
                     }
                     RecordType::Tombstone => {
                         for i in 0..n {
-                            if !resolved[i] && Some(want[i].1) == e.key && want[i].0 == e.ns {
-                                ev[i] = Some(Loc::Absent);
+                            if open(resolved, i) && Some(want[i].1) == e.key && want[i].0 == e.ns {
+                                out[i] = Loc::Absent;
+                                seen |= 1 << i;
                             }
                         }
                     }
@@ -76,33 +85,34 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                         for i in 0..n {
                             let k = want[i].1;
                             let bit = k.id().wrapping_sub(base);
-                            if resolved[i] || want[i].0 != e.ns || Some(k.kind()) != e.tag.kind() || bit >= e.span {
+                            if !open(resolved, i)
+                                || want[i].0 != e.ns
+                                || Some(k.kind()) != e.tag.kind()
+                                || bit >= e.span
+                            {
                                 continue;
                             }
                             let mut byte = [0u8; 1];
                             self.read(Self::addr(p, e.off + TAG_LEN as u32 + 4 + bit / 8), &mut byte)
                                 .await?;
                             if byte[0] & (1 << (bit % 8)) != 0 {
-                                ev[i] = Some(Loc::Absent);
+                                out[i] = Loc::Absent;
+                                seen |= 1 << i;
                             }
                         }
                     }
                     RecordType::Clear => {
                         for i in 0..n {
-                            if !resolved[i] && want[i].0 == e.ns {
-                                ev[i] = Some(Loc::Absent);
+                            if open(resolved, i) && want[i].0 == e.ns {
+                                out[i] = Loc::Absent;
+                                seen |= 1 << i;
                             }
                         }
                     }
                     _ => {}
                 }
             }
-            for i in 0..n {
-                if let Some(l) = ev[i] {
-                    out[i] = l;
-                    resolved[i] = true;
-                }
-            }
+            resolved |= seen;
         }
         Ok(())
     }
