@@ -44,7 +44,7 @@ out="$root/target/code-size.txt"
 mkdir -p "$root/target"
 {
     echo "# thumbv7em-none-eabihf, opt-level s, LTO, panic=abort; beyond the baseline program"
-    echo "# (put, get, remove, iterate on a dummy flash; RAM = static .data+.bss: the store struct and caches)"
+    echo "# (mount, open, put, get, remove, keys on a dummy flash; text = .text + .rodata; RAM = static .data+.bss: the store struct and caches)"
     echo "mqtt_persist_text = $((text[mqtt-persist] - text[baseline]))"
     echo "mqtt_persist_ram = $((bss[mqtt-persist] - bss[baseline]))"
     echo "outbox_text = $((text[outbox] - text[baseline]))"
