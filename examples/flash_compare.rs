@@ -1371,7 +1371,7 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
     // Code size and static RAM on thumbv7em (scripts/code_size.sh), host CPU (criterion).
     md.push_str("\n### Code size and static RAM (thumbv7em-none-eabihf, opt-level s, LTO; `scripts/code_size.sh`)\n\n");
     if code_size("mqtt_persist_text").is_some() {
-        md.push_str("Beyond a baseline program with the store calls removed; the program mounts, opens an identity,\ncalls put, get, remove and iterates (keys) once (the outbox program: restore, publish,\nnext_transmit, on_puback; the mqttrust one adds `SharedOutbox::drain` through `MqttrustClient`).\n.text B is the Berkeley text column (.text + .rodata). RAM = the store struct and caches in a static; operation futures live on\nthe stack and are not included.\n\n| store | .text B | static RAM B |\n|---|---|---|\n");
+        md.push_str("Beyond a baseline program with the store calls removed; the program mounts, opens an identity,\ncalls put, get, remove and iterates (keys) once (the outbox program: restore, publish,\nnext_transmit, on_puback; the mqttrust one adds `SharedOutbox::drain` through `MqttrustClient`).\n.text B is the Berkeley text column (.text + .rodata). RAM = the store struct and caches in a\nstatic; operation futures live on the stack and are not included.\n\n| store | .text B | static RAM B |\n|---|---|---|\n");
         for (name, key) in [
             ("mqtt-persist", "mqtt_persist"),
             ("mqtt-persist outbox (with the store)", "outbox"),
