@@ -99,7 +99,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
             for i in 0..n {
                 if let Some(l) = ev[i] {
-                    out[i] = l;
+                    out[i] = no_memmove(l);
                     resolved[i] = true;
                 }
             }

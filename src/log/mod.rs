@@ -420,6 +420,16 @@ impl Chain {
     }
 }
 
+/// `v`, copied so that LLVM does not forward the copy into a `memmove` call. Copying a small
+/// value between two places of a future that LLVM cannot prove disjoint becomes
+/// `__aeabi_memmove` on thumbv7em, and one such call links compiler-builtins' 1.5 KB
+/// `memmove` (docs/DESIGN.md section 25). Used where the code-size probe found those copies;
+/// a no-op for the program's meaning.
+#[inline(always)]
+fn no_memmove<T: Copy>(v: T) -> T {
+    core::hint::black_box(v)
+}
+
 impl<'a> Source<'a> {
     /// A source over caller memory.
     pub fn ram(parts: &'a [&'a [u8]]) -> Source<'a> {
