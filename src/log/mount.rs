@@ -173,7 +173,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         // The origin rebuilt, not copied: a plain copy of the context here becomes a `memmove`
         // call on thumbv7em (see `no_memmove`).
         self.head_ctx = Ctx {
-            origin: c.ctx.origin.map(|(s, o)| (s, o)),
+            origin: rebuilt_origin(c.ctx.origin),
             ..c.ctx
         };
         self.head_puts = c.puts;
