@@ -180,5 +180,42 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, steady_64, steady_512, codec);
+/// The `crc` crate's table variants for CRC-32C over record-sized buffers (docs/DESIGN.md
+/// section 25 chose `Table<1>`; the thumbv7em sizes and cycle estimates are there). Host
+/// figures: they rank the variants but do not give the target's ratios.
+/// `cargo bench --bench host_cpu -- crc_variants`.
+fn crc_variants(c: &mut Criterion) {
+    use crc::{CRC_32_ISCSI, Crc, Table};
+    static T0: Crc<u32, Table<0>> = Crc::<u32, Table<0>>::new(&CRC_32_ISCSI);
+    static T1: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC_32_ISCSI);
+    static T16: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
+    let mut g = c.benchmark_group("crc_variants");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for len in [64usize, 512, 2047] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        g.bench_with_input(BenchmarkId::new("NoTable", len), &data, |b, d| {
+            b.iter(|| T0.checksum(black_box(d)))
+        });
+        g.bench_with_input(BenchmarkId::new("Table<1>", len), &data, |b, d| {
+            b.iter(|| T1.checksum(black_box(d)))
+        });
+        g.bench_with_input(BenchmarkId::new("Table<16>", len), &data, |b, d| {
+            b.iter(|| T16.checksum(black_box(d)))
+        });
+        // What the store uses: the raw-state update behind the fragment reader.
+        g.bench_with_input(BenchmarkId::new("crc_update (store)", len), &data, |b, d| {
+            b.iter(|| {
+                mqtt_persist::codec::crc_final(mqtt_persist::codec::crc_update(
+                    mqtt_persist::codec::CRC_INIT,
+                    black_box(d),
+                ))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, steady_64, steady_512, codec, crc_variants);
 criterion_main!(benches);

@@ -48,8 +48,37 @@ pub const MAX_BATCH_DATA: usize = 36;
 pub const ERASED_TAG: u32 = u32::MAX;
 
 /// The CRC used for page headers and records: CRC-32C (Castagnoli), chosen for its better
-/// error detection on short messages than the IEEE polynomial.
-pub const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// error detection on short messages than the IEEE polynomial. The crate's one CRC
+/// implementation: the `crc` crate with the table variant in [`CrcImpl`] (DESIGN section 25).
+pub const CRC: crc::Crc<u32, CrcImpl> = crc::Crc::<u32, CrcImpl>::new(&crc::CRC_32_ISCSI);
+
+/// The `crc` crate's table variant behind [`CRC`], chosen by measured size and speed on
+/// thumbv7em (DESIGN section 25): `Table<1>`, one 1 KiB table, a byte per lookup.
+pub type CrcImpl = crc::Table<1>;
+
+/// The raw CRC-32C register before any bytes: a streaming CRC kept as a plain `u32` (see
+/// [`crc_update`]) starts here.
+pub const CRC_INIT: u32 = 0xFFFF_FFFF;
+
+/// Feeds `data` into the raw CRC-32C register `state` (reflected, not yet complemented) with
+/// [`CRC`]. A plain `u32` state, unlike a `crc::Digest`, is `Copy` and holds no borrow, so a
+/// reader that keeps its CRC across awaits (a fragment chain) stays `Copy`.
+/// `crc_final(crc_update(CRC_INIT, d)) == CRC.checksum(d)`, and updates compose over splits.
+#[inline]
+pub fn crc_update(state: u32, data: &[u8]) -> u32 {
+    // For CRC-32C (refin = refout = true) the crate reflects the initial value into its register
+    // and `finalize` only applies xorout: so the raw register goes in reflected and comes out
+    // with xorout undone.
+    let mut digest = CRC.digest_with_initial(state.reverse_bits());
+    digest.update(data);
+    digest.finalize() ^ crc::CRC_32_ISCSI.xorout
+}
+
+/// The CRC-32C value of a raw register from [`crc_update`].
+#[inline]
+pub fn crc_final(state: u32) -> u32 {
+    state ^ crc::CRC_32_ISCSI.xorout
+}
 
 /// The page header: identifies a page as part of the log and orders it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

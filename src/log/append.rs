@@ -72,7 +72,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 .write_record(Tag::new(RecordType::Origin, false, 8, 0), &mut Source::ram(&[&data]), 8)
                 .await?;
             self.count_ctx(b);
-            self.head_ctx.origin = want.origin;
+            self.head_ctx.origin = rebuilt_origin(want.origin);
         }
         Ok(())
     }

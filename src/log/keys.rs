@@ -161,7 +161,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     m += 1;
                 }
             }
-            after = cands[n - 1].0;
+            after = no_memmove(cands[n - 1].0);
             if m > 0 || n < b {
                 return Ok((m, after, n < b));
             }

@@ -170,7 +170,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         }
         self.head_off = c.off;
         self.head_end = c.off;
-        self.head_ctx = c.ctx;
+        // The origin rebuilt, not copied: a plain copy of the context here becomes a `memmove`
+        // call on thumbv7em (see `no_memmove`).
+        self.head_ctx = Ctx {
+            origin: rebuilt_origin(c.ctx.origin),
+            ..c.ctx
+        };
         self.head_puts = c.puts;
         let tail_seq = retired.min(hh.seq).max(hh.seq.saturating_sub(N as u32 - 1));
         self.len = (hh.seq - tail_seq + 1) as u16;

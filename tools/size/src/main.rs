@@ -161,6 +161,83 @@ fn run() {
     });
 }
 
+/// The outbox over the store: mount and open as above, then restore, publish, next_transmit
+/// and on_puback, the calls a device's MQTT loop makes. Reported beyond the baseline (it
+/// includes the store code the outbox calls) and beyond the store program.
+#[cfg(feature = "outbox")]
+fn run() {
+    use mqtt_persist::mqtt::{Outbox, OutboxConfig, Publish, Transmit};
+    use mqtt_persist::{Config, Store};
+    type Ob = Outbox<Store<Flash, PAGES>, 4, 128>;
+    static OUTBOX: Slot<Ob> = Slot::new();
+    let n = input();
+    let Ok(mut s) = block_on(Store::mount(Flash, Config::new(512))) else { return };
+    block_on(async {
+        if s.open("dev", "tcp://broker").await.is_err() {
+            return;
+        }
+        let Ok(ob) = Ob::restore(s, OutboxConfig::new(32)).await else { return };
+        let ob = OUTBOX.put(ob);
+        let payload = n.to_le_bytes();
+        let _ = ob.publish(&Publish::new("dev/t", &payload), u64::from(n)).await;
+        let mut tx = [0u8; 128];
+        let pid = match ob.next_transmit(u64::from(n), &mut tx, |_| output(0)).await {
+            Ok(Some(Transmit::Publish(p))) => p.packet_id,
+            _ => 0,
+        };
+        output(ob.on_puback(pid).await.ok().flatten().unwrap_or(0) as usize);
+    });
+}
+
+/// A dummy time driver (mqttrust's client keeps time with embassy-time).
+#[cfg(feature = "mqttrust")]
+struct NoTime;
+#[cfg(feature = "mqttrust")]
+impl embassy_time_driver::Driver for NoTime {
+    fn now(&self) -> u64 {
+        input() as u64
+    }
+    fn schedule_wake(&self, _at: u64, waker: &core::task::Waker) {
+        waker.wake_by_ref();
+    }
+}
+#[cfg(feature = "mqttrust")]
+embassy_time_driver::time_driver_impl!(static DRIVER: NoTime = NoTime);
+
+/// The mqttrust adapter: the outbox restored into a `SharedOutbox`, one publish, and `drain`
+/// through `MqttrustClient` on an mqttrust client (its network stack is not part of the
+/// program). Reported beyond the outbox program.
+#[cfg(feature = "mqttrust")]
+fn run() {
+    use embassy_sync_08::blocking_mutex::raw::NoopRawMutex;
+    use mqtt_persist::adapter::SharedOutbox;
+    use mqtt_persist::adapter::mqttrust::{Link, MqttrustClient};
+    use mqtt_persist::mqtt::{OutboxConfig, Publish};
+    use mqtt_persist::{Config, Store};
+    type Ob = SharedOutbox<NoopRawMutex, Store<Flash, PAGES>, 4, 128>;
+    static OUTBOX: Slot<Ob> = Slot::new();
+    static STATE: Slot<mqttrust::State<NoopRawMutex, 1024, 1024>> = Slot::new();
+    static LINK: Slot<Link> = Slot::new();
+    let n = input();
+    let Ok(mut s) = block_on(Store::mount(Flash, Config::new(512))) else { return };
+    block_on(async {
+        if s.open("dev", "tcp://broker").await.is_err() {
+            return;
+        }
+        let Ok(ob) = Ob::restore(s, OutboxConfig::new(32)).await else { return };
+        let ob = OUTBOX.put(ob);
+        let payload = n.to_le_bytes();
+        let _ = ob.publish(&Publish::new("dev/t", &payload), u64::from(n)).await;
+        let state = STATE.put(mqttrust::State::new());
+        let link = LINK.put(Link::new());
+        let config = mqttrust::Config::builder().client_id("dev".try_into().unwrap_or_default()).build();
+        let (_stack, client) = mqttrust::new(state, config);
+        let adapter = MqttrustClient::new(&client, link);
+        let r = ob.drain(&adapter, || u64::from(input()), |_| output(1), true).await;
+        output(r.is_ok() as usize);
+    });
+}
+
 #[cfg(feature = "ss-queue")]
 fn run() {
     use sequential_storage::cache::page_pointers::ArrayPagePointers;
