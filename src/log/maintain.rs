@@ -8,7 +8,9 @@
 //!    page is erased, or read back blank if nothing marks it dirty; a dead page at the tail
 //!    that is in the way first leaves the log with a `Retire` record (or, if the head page has
 //!    no room left for one, the head moves on to the next page, which is what the next put
-//!    would do);
+//!    would do). The one page that may need an erase although it reads blank (the page after
+//!    the head at mount, [`F_SUSPECT`]) is erased only once the next write may reach it, so a
+//!    boot loop that calls maintenance does not erase it at every boot;
 //! 3. compaction, one `compact_oldest` step per call, while the free space is below what a put
 //!    of the largest value needs without compacting (`room_for`'s target for it);
 //! 4. otherwise [`Maintenance::Idle`]: until a write uses the prepared pages up, a put of up to
@@ -17,8 +19,9 @@
 //! At most one erase per call outside a compaction step, and a compaction step copies at most
 //! one page; a loop of calls with no client write between them reaches `Idle` within
 //! [`Log::maintain_bound`] calls: the recovery, then at most `3 * N + 3` compaction steps (the
-//! bound `make_room` itself has), each preceded, and `Idle` too, by at most `2 * AHEAD + 1`
-//! preparing calls (a retirement and an erase or a read per prepared page, the head moved on).
+//! bound `make_room` itself has), each preceded, and `Idle` too, by at most `3 * AHEAD + 1`
+//! preparing calls (per prepared page a retirement, a read that flags it suspect, and an erase
+//! or a read; the head moved on).
 //!
 //! Nothing changes on flash that a put would not write: an erased page is an erased page, and
 //! the `Retire` record is the one a page switch or a compaction writes. [`F_BLANK`] is RAM only.
@@ -78,17 +81,59 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     None => break,
                 }
             }
-            if self.pages[q as usize].flags & F_BLANK == 0 {
-                return self.prepare(q).await;
+            let flags = self.pages[q as usize].flags;
+            if flags & F_BLANK != 0 {
+                continue;
             }
+            let needed = self.needed(i);
+            if flags & F_SUSPECT != 0 && !needed {
+                continue;
+            }
+            return self.prepare(q, needed).await;
         }
         self.maintain_compaction().await
+    }
+
+    /// What the next write may append: a put of the largest value with its context and the
+    /// waste at a page end, and, when the free space calls for compaction, the copy of the
+    /// page compaction takes next (a page, when it moves the head on instead).
+    fn reach(&self) -> u32 {
+        let need = self.need();
+        if self.len == 0 || self.avail() >= need.saturating_add(self.keep) {
+            return need;
+        }
+        let dead = self.dead_tail();
+        let copy = if dead + 1 >= self.len {
+            page_size::<F>()
+        } else {
+            self.copy_bound(self.ring_back(self.head, self.len - 1 - dead))
+        };
+        need.saturating_add(copy)
+    }
+
+    /// What `room_for` asks for the largest put the log admits now: a value of `max_value`
+    /// bytes, or less when the capacity left is less (a larger put is refused before it asks),
+    /// plus `X`. By the space model's invariant, compaction can always make that room
+    /// (space.rs), so maintenance never chases a target no put would set.
+    fn need(&self) -> u32 {
+        let left = self.capacity().saturating_sub(self.charged());
+        Self::value_bytes(self.max_value).min(left) + Self::costs().x
+    }
+
+    /// Whether the next write may reach the `i`-th upcoming page.
+    fn needed(&self, i: u16) -> bool {
+        let room = if self.len == 0 {
+            0
+        } else {
+            page_size::<F>() - self.head_off
+        };
+        self.reach() as u64 > room as u64 + (i as u64 - 1) * Self::payload() as u64
     }
 
     /// The most calls of [`Self::maintain`] in a row, with no client write between them, before
     /// one returns [`Maintenance::Idle`].
     pub fn maintain_bound() -> usize {
-        1 + (3 * N + 4) * (2 * AHEAD as usize + 2)
+        1 + (3 * N + 4) * (3 * AHEAD as usize + 2)
     }
 
     /// The page the `i`-th next page switch opens (`i >= 1`).
@@ -137,8 +182,11 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Makes the free page `q` known blank: read back blank if nothing marks it dirty, else
-    /// erased, with the erase count `open_page` would have given it.
-    async fn prepare(&mut self, q: u16) -> Res<Maintenance, F> {
+    /// erased, with the erase count `open_page` would have given it. A dirty page that reads
+    /// blank (the page after the head at mount, which a torn header write may have programmed
+    /// invisibly) is erased only if the next write may reach it (`needed`): erasing it ahead at
+    /// every boot would wear it once per boot; otherwise it is flagged [`F_SUSPECT`] and left.
+    async fn prepare(&mut self, q: u16, needed: bool) -> Res<Maintenance, F> {
         debug_assert!(self.age(q).is_none(), "preparing a page in the log");
         let info = self.pages[q as usize];
         let old = self.header_ok(q).await?;
@@ -147,6 +195,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 flags: F_BLANK,
                 ..PageInfo::FREE
             };
+            return Ok(Maintenance::Verified(q));
+        }
+        if !needed && info.flags & F_SUSPECT == 0 && old == HeaderState::Erased && self.is_blank(q, 0).await? {
+            self.pages[q as usize].flags |= F_SUSPECT;
             return Ok(Maintenance::Verified(q));
         }
         // Counts come from flash: a damaged one must not overflow (informational only).
@@ -177,8 +229,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if self.len == 0 {
             return Ok(Maintenance::Idle);
         }
-        let need = Self::value_bytes(self.max_value) + Self::costs().x;
-        let target = need.saturating_add(self.keep);
+        let target = self.need().saturating_add(self.keep);
         let step = self.maint_steps as usize;
         if self.avail() >= target || step > 3 * N + 2 {
             return Ok(Maintenance::Idle);

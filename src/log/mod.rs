@@ -46,6 +46,10 @@ const F_BLANK: u8 = 8;
 /// carry, counting that erase once).
 const F_ERASED: u8 = 4;
 const F_DIRTY: u8 = 16;
+/// With [`F_DIRTY`]: the page reads blank but may hold a header write torn without a visible
+/// trace (the page after the head at mount); erased only when a write may reach it, so that a
+/// boot loop calling maintenance does not erase it at every boot (maintain.rs).
+const F_SUSPECT: u8 = 32;
 /// The page ended in an interrupted write: every record's CRC is checked when scanning it.
 const F_TORN: u8 = 64;
 
