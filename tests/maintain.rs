@@ -57,7 +57,8 @@ fn maintain_until_idle<const P: usize, const N: usize, const R: usize, const W: 
             Maintenance::Verified(_) | Maintenance::Recovered | Maintenance::Retired => {
                 assert_eq!(erased, 0, "{ctx}: {step:?} erased")
             }
-            Maintenance::Compacted => {}
+            // The pages a compaction step opens were prepared before it.
+            Maintenance::Compacted => assert_eq!(erased, 0, "{ctx}: a compaction step erased"),
         }
     }
     panic!("{ctx}: maintain did not reach Idle within {bound} calls");
@@ -69,6 +70,7 @@ struct Churn {
     max_calls: usize,
     compactions_in_puts: u64,
     put_erases: u64,
+    moved: u32,
     /// Half-way: per page, its header's erase count minus the erases the flash saw.
     counts: Vec<Option<i64>>,
 }
@@ -164,6 +166,7 @@ fn churn<const P: usize, const N: usize, const R: usize, const W: usize>(
             Err(Error::NotFound)
         );
         out.erases = erases(&s);
+        out.moved = s.moved_records();
     }
     (flash, out)
 }
@@ -206,6 +209,7 @@ fn no_erase_in_puts<const P: usize, const N: usize, const R: usize, const W: usi
     assert!(without.erases >= 3 * N as u64, "{ctx}: {} erases", without.erases);
     assert!(without.put_erases > 0 && without.compactions_in_puts > 0, "{ctx}");
     assert_eq!(with.put_erases, 0, "{ctx}");
+    assert!(with.moved > 0, "{ctx}: maintenance never compacted");
     // Maintenance moves erases out of the puts; it adds only the pages it prepared at the end
     // and not used yet, and what compacting earlier costs (on 4 pages of 2 KiB, 40 against
     // 36 erases; a page's live data has had less time to die when its copy is made).
@@ -216,10 +220,12 @@ fn no_erase_in_puts<const P: usize, const N: usize, const R: usize, const W: usi
         without.erases
     );
     println!(
-        "{ctx}: {steps} puts, erases {} with maintain / {} without (in puts: 0 / {}), longest maintain loop {} calls (bound {})",
+        "{ctx}: {steps} puts, erases {} with maintain / {} without (in puts: 0 / {}), records moved {} / {}, longest maintain loop {} calls (bound {})",
         with.erases,
         without.erases,
         without.put_erases,
+        with.moved,
+        without.moved,
         with.max_calls,
         S::<P, N, R, W>::maintain_bound()
     );
