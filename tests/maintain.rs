@@ -186,8 +186,8 @@ fn check_wear<const P: usize, const N: usize, const R: usize, const W: usize>(
     assert!(max - min <= 1 + slack, "{ctx}: uneven wear: {per_page:?}");
     let now = header_counts(flash);
     let mut compared = 0;
-    for p in 0..N {
-        if let (Some(a), Some(b)) = (counts.get(p).copied().flatten(), now[p]) {
+    for (p, &b) in now.iter().enumerate() {
+        if let (Some(a), Some(b)) = (counts.get(p).copied().flatten(), b) {
             assert_eq!(a, b, "{ctx}: page {p}: header count minus erases was {a}, is {b}");
             compared += 1;
         }
