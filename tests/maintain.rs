@@ -444,6 +444,16 @@ fn snapshot<const P: usize, const N: usize, const R: usize, const W: usize>(
 }
 
 fn sweep<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bool, ops: usize, seed: u64) {
+    let seeds: u64 = std::env::var("MAINTAIN_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for s in 0..seeds.max(1) {
+        sweep_one::<P, N, R, W>(ecc, ops, seed + 1000 * s);
+    }
+}
+
+fn sweep_one<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bool, ops: usize, seed: u64) {
     let max_value = 200.min(Store::<&mut SimFlash<P, N, R, W>, N>::max_value_limit());
     let work: Vec<Op> = workload(ops, seed)
         .into_iter()
@@ -562,4 +572,130 @@ fn power_cut_sweep_512x8_write_8_ecc() {
 #[test]
 fn power_cut_sweep_1k_x4_write_16_ecc() {
     sweep::<1024, 4, 16, 16>(true, 600, 14);
+}
+
+// ------------------------------------------------------------------ model check near capacity
+
+/// Random puts (up to `max_value_len`), removes, deferred removes, flushes and clears near the
+/// capacity, with maintenance at random points, against a model; remounts now and then. After
+/// `maintain()` returned `Idle`, an admitted put erases nothing.
+fn near_capacity<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bool, ops: usize, seed: u64) {
+    // One seed in CI; `MAINTAIN_SEEDS=n` runs n (a longer local campaign).
+    let seeds: u64 = std::env::var("MAINTAIN_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for s in 0..seeds.max(1) {
+        near_capacity_one::<P, N, R, W>(ecc, ops, seed + 1000 * s);
+    }
+}
+
+fn near_capacity_one<const P: usize, const N: usize, const R: usize, const W: usize>(ecc: bool, ops: usize, seed: u64) {
+    let max_value = (P / 4).min(Store::<&mut SimFlash<P, N, R, W>, N>::max_value_limit());
+    let mut flash = SimFlash::<P, N, R, W>::boxed();
+    flash.set_ecc(ecc);
+    let mut x = seed | 1;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let ctx = format!("P={P} N={N} W={W} ecc={ecc} seed={seed}");
+    let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
+    let mut idle = false;
+    let (mut full, mut checked_puts) = (0u32, 0u32);
+    let mut s = mount(&mut *flash, max_value);
+    // Enough keys that the live data reaches the capacity now and then.
+    let keys = (s.usage().capacity_bytes / 100).max(20);
+    for i in 0..ops {
+        let r = rnd(100);
+        let k = Key::command(rnd(keys) as u32);
+        if r < 45 {
+            let len = if rnd(4) == 0 {
+                rnd(max_value as u64 + 1)
+            } else {
+                rnd(80)
+            } as usize;
+            let v = value(i as u32, seed as u32, len);
+            let e0 = erases(&s);
+            let (u0, pend, m0) = (s.usage(), s.pending_removals(), s.moved_records());
+            match block_on(s.put(k, &[&v])) {
+                Ok(()) => {
+                    let n = v.len();
+                    model.insert(k, v);
+                    if idle {
+                        checked_puts += 1;
+                        assert_eq!(
+                            erases(&s),
+                            e0,
+                            "{ctx}: op {i}: put of {} B after Idle erased ({pend} pending removals, {} moved, {u0:?})",
+                            n,
+                            s.moved_records() - m0
+                        );
+                    }
+                }
+                Err(Error::Full) => full += 1,
+                Err(e) => panic!("{ctx}: op {i}: put: {e:?}"),
+            }
+            idle = false;
+        } else if r < 60 {
+            let want: Result<(), Error<SimFlashError>> = if model.remove(&k).is_some() {
+                Ok(())
+            } else {
+                Err(Error::NotFound)
+            };
+            assert_eq!(block_on(s.remove(k)), want, "{ctx}: op {i}: remove");
+            idle = false;
+        } else if r < 72 {
+            let want: Result<(), Error<SimFlashError>> = if model.remove(&k).is_some() {
+                Ok(())
+            } else {
+                Err(Error::NotFound)
+            };
+            // A deferred removal of an absent key is accepted (it does not read flash).
+            let got = block_on(s.remove_deferred(k));
+            assert!(got.is_ok() || want.is_err(), "{ctx}: op {i}: remove_deferred {got:?}");
+            idle = false;
+        } else if r < 76 {
+            block_on(s.flush()).unwrap();
+            idle = false;
+        } else if r < 77 {
+            block_on(s.clear()).unwrap();
+            model.clear();
+            idle = false;
+        } else if r < 97 {
+            let calls = maintain_until_idle(&mut s, &ctx);
+            assert!(calls <= S::<P, N, R, W>::maintain_bound());
+            idle = true;
+        } else {
+            block_on(s.close()).unwrap();
+            drop(s);
+            s = mount(&mut *flash, max_value);
+            idle = false;
+        }
+    }
+    assert_eq!(snapshot(&mut s, &ctx), model, "{ctx}: final state");
+    assert_eq!(block_on(s.audit_charges()).unwrap(), None, "{ctx}: charges");
+    println!("{ctx}: {ops} ops, {full} puts refused full, {checked_puts} puts after Idle checked");
+}
+
+#[test]
+fn near_capacity_512x8_write_8() {
+    near_capacity::<512, 8, 1, 8>(false, 4000, 21);
+}
+
+#[test]
+fn near_capacity_1k_x6_write_4_ecc() {
+    near_capacity::<1024, 6, 4, 4>(true, 4000, 22);
+}
+
+#[test]
+fn near_capacity_2k_x5_write_16_ecc() {
+    near_capacity::<2048, 5, 16, 16>(true, 4000, 23);
+}
+
+#[test]
+fn near_capacity_4k_x8_write_32() {
+    near_capacity::<4096, 8, 32, 32>(false, 4000, 24);
 }

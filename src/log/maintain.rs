@@ -12,7 +12,8 @@
 //!    the head at mount, [`F_SUSPECT`]) is erased only once the next write may reach it, so a
 //!    boot loop that calls maintenance does not erase it at every boot;
 //! 3. compaction, one `compact_oldest` step per call, while the free space is below what a put
-//!    of the largest value needs without compacting (`room_for`'s target for it);
+//!    of the largest admissible value needs without compacting (`room_for`'s target for it),
+//!    or while a put would first reclaim the damage of interrupted writes (`reclaim_damage`);
 //! 4. otherwise [`Maintenance::Idle`]: until a write uses the prepared pages up, a put of up to
 //!    `max_value` bytes erases nothing and compacts nothing.
 //!
@@ -99,7 +100,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// page compaction takes next (a page, when it moves the head on instead).
     fn reach(&self) -> u32 {
         let need = self.need();
-        if self.len == 0 || self.avail() >= need.saturating_add(self.keep) {
+        if !self.compaction_due() {
             return need;
         }
         let dead = self.dead_tail();
@@ -118,6 +119,18 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     fn need(&self) -> u32 {
         let left = self.capacity().saturating_sub(self.charged());
         Self::value_bytes(self.max_value).min(left) + Self::costs().x
+    }
+
+    /// Whether a put may compact: the free space is below what the largest admissible put
+    /// asks for, or a put may first reclaim the damage of interrupted writes (ops.rs: when its
+    /// value fits the capacity only without the damage).
+    fn compaction_due(&self) -> bool {
+        self.len > 0 && (self.damage_due() || self.avail() < self.need().saturating_add(self.keep))
+    }
+
+    /// Whether a put of some admissible size would reclaim damage before it is admitted.
+    fn damage_due(&self) -> bool {
+        self.damaged() > 0 && self.charged() + Self::value_bytes(self.max_value) > self.capacity()
     }
 
     /// Whether the next write may reach the `i`-th upcoming page.
@@ -229,11 +242,12 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if self.len == 0 {
             return Ok(Maintenance::Idle);
         }
-        let target = self.need().saturating_add(self.keep);
         let step = self.maint_steps as usize;
-        if self.avail() >= target || step > 3 * N + 2 {
+        if !self.compaction_due() || step > 3 * N + 2 {
             return Ok(Maintenance::Idle);
         }
+        // Reclaiming damage is `reclaim_damage`'s loop, one step per call.
+        let reclaim = self.damage_due();
         self.maint_steps += 1;
         let last = self.avail();
         let ns = self.head_ctx.ns;
@@ -244,6 +258,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 return Ok(Maintenance::Idle);
             }
             r => r?,
+        }
+        if reclaim {
+            return Ok(Maintenance::Compacted);
         }
         // The same escape from chasing the tail as make_room's (space.rs).
         let now = self.avail();
