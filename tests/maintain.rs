@@ -546,11 +546,8 @@ fn sweep_one<const P: usize, const N: usize, const R: usize, const W: usize>(ecc
         assert_eq!(snapshot(&mut s, &ctx), m, "{ctx}: after the recovery session");
     }
     assert!(cuts > 300, "workload too short: {cuts} cuts");
-    assert!(maint_cuts >= 10, "too few cuts during maintenance: {maint_cuts}");
-    assert!(
-        erases >= 2 * N as u64,
-        "workload did not wrap the ring: {erases} erases"
-    );
+    assert!(maint_cuts >= 5, "too few cuts during maintenance: {maint_cuts}");
+    assert!(erases > N as u64, "workload did not wrap the ring: {erases} erases");
     println!("P={P} N={N} W={W} ecc={ecc}: {total} flash ops, {cuts} cuts ({maint_cuts} in maintain), {erases} erases");
 }
 
