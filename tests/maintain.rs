@@ -750,3 +750,60 @@ fn near_capacity_2k_x5_write_16_ecc() {
 fn near_capacity_4k_x8_write_32() {
     near_capacity::<4096, 8, 32, 32>(false, 4000, 24);
 }
+
+// ------------------------------------------------------------------ the wrappers
+
+/// `Outbox::maintain` and `Blocking::maintain` reach the store's: with them called between
+/// publishes (puts), no publish erases.
+#[test]
+fn outbox_and_blocking_wrappers() {
+    use mqtt_persist::Blocking;
+    use mqtt_persist::mqtt::{Outbox, OutboxConfig, Publish, QoS, Transmit};
+    const P: usize = 1024;
+    const N: usize = 8;
+    let mut flash = SimFlash::<P, N, 4, 4>::boxed();
+    flash.set_ecc(true);
+    let store = mount(&mut *flash, 128);
+    let mut ob: Outbox<_, 4, 128> = block_on(Outbox::restore(store, OutboxConfig::new(64))).unwrap();
+    let mut buf = [0u8; 128];
+    let e_start = ob.store().flash().stats().erases;
+    for i in 0..600u32 {
+        let mut steps = 0;
+        while block_on(ob.maintain()).unwrap() != Maintenance::Idle {
+            steps += 1;
+            assert!(steps <= S::<P, N, 4, 4>::maintain_bound(), "outbox maintain loop");
+        }
+        let e0 = ob.store().flash().stats().erases;
+        let text = format!("{{\"n\":{i:06}}}");
+        let mut p = Publish::new("plant/line-3/temperature", text.as_bytes());
+        p.qos = QoS::AtLeastOnce;
+        block_on(ob.publish_with(&p, 0, |d| panic!("dropped {d:?}"))).unwrap();
+        assert_eq!(ob.store().flash().stats().erases, e0, "publish {i} erased after Idle");
+        let Some(Transmit::Publish(t)) = block_on(ob.next_transmit(0, &mut buf, |d| panic!("{d:?}"))).unwrap() else {
+            panic!("nothing to transmit")
+        };
+        let pid = t.packet_id;
+        assert_eq!(block_on(ob.on_puback(pid)).unwrap(), Some(i));
+    }
+    assert!(
+        ob.store().flash().stats().erases > e_start + N as u64,
+        "the ring did not wrap"
+    );
+
+    // The blocking facade over the same flash after a reboot.
+    let store = ob.into_store_unflushed();
+    drop(store);
+    let mut b = Blocking(mount(&mut *flash, 128));
+    let mut calls = 0;
+    while b.maintain().unwrap() != Maintenance::Idle {
+        calls += 1;
+        assert!(calls <= S::<P, N, 4, 4>::maintain_bound());
+    }
+    for i in 0..200u32 {
+        let e0 = b.0.flash().stats().erases;
+        b.put(Key::command(i), &[&value(i, 5, 60)]).unwrap();
+        assert_eq!(b.0.flash().stats().erases, e0, "blocking put {i} erased after Idle");
+        b.remove(Key::command(i)).unwrap();
+        while b.maintain().unwrap() != Maintenance::Idle {}
+    }
+}
