@@ -16,6 +16,8 @@ mod code_size;
 #[path = "../src/ekv_backend.rs"]
 #[allow(dead_code)]
 mod ekv_backend;
+#[path = "support/put_latency.rs"]
+mod put_latency;
 #[path = "support/qemu_stack.rs"]
 mod qemu_stack;
 use mqtt_persist::{Error, Key, KeyCursor, Kind, Persistence, codec};
@@ -1308,6 +1310,16 @@ fn host_cpu_race() -> (f64, f64) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "put-latency") {
+        // Only the put-latency workload: its section and targets, BENCHMARKS.md untouched.
+        let runs = put_latency::runs();
+        println!("{}", put_latency::section(&runs));
+        for (name, value, goal, met) in put_latency::targets(&runs) {
+            let verdict = if met == Some(true) { "met" } else { "missed" };
+            println!("target {name}: {value} (goal {goal}) {verdict}");
+        }
+        return;
+    }
     let mut rows = Vec::new();
     eprintln!("running (deterministic; about a minute in release mode)");
     run_geometry::<64>(&mut rows);
@@ -1406,6 +1418,8 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
     }
 
     md.push_str(&qemu_stack::section());
+    let latency = put_latency::runs();
+    md.push_str(&put_latency::section(&latency));
 
     // Targets
     let mut targets = Vec::new();
@@ -1500,6 +1514,9 @@ the store returned; in ECC mode that is how the stores that rewrite a word show 
 
     for (name, value, goal, met) in qemu_stack::targets() {
         target(&name, value, goal, met);
+    }
+    for (name, value, goal, met) in put_latency::targets(&latency) {
+        target(&name, value, &goal, met);
     }
 
     md.push_str("\n### Targets (64 x 4 KiB, WRITE_SIZE 4, ECC mode, 64 B, steady state unless stated)\n\n```text\n");

@@ -29,6 +29,6 @@ pub mod adapter;
 pub use error::{Error, GeometryError};
 pub use identity::{Adopted, Identity, IdentityName};
 pub use key::{Key, Kind, ParseKeyError};
-pub use log::{KEY_CURSORS, KEYS_BATCH, MountReport};
+pub use log::{KEY_CURSORS, KEYS_BATCH, Maintenance, MountReport};
 pub use persistence::{Blocking, Persistence, Transform, Transformed};
 pub use store::{Config, KeyCursor, Store, Usage};

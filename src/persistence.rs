@@ -8,6 +8,7 @@ use embedded_storage_async::nor_flash::NorFlash;
 use crate::error::Error;
 use crate::flash::block_on;
 use crate::key::Key;
+use crate::log::Maintenance;
 use crate::store::{KeyCursor, Store};
 
 /// Paho's persistence callbacks: `open`, `close`, `put`, `get`, `remove`, `keys`, `clear`,
@@ -84,6 +85,13 @@ pub trait Persistence {
     async fn flush(&mut self) -> Result<(), Error<Self::FlashError>> {
         Ok(())
     }
+
+    /// One step of idle-time maintenance, so that later puts do not erase (see
+    /// [`Store::maintain`]); call until it returns [`Maintenance::Idle`]. Defaults to `Idle`:
+    /// nothing to do ahead.
+    async fn maintain(&mut self) -> Result<Maintenance, Error<Self::FlashError>> {
+        Ok(Maintenance::Idle)
+    }
 }
 
 impl<F: NorFlash, const PAGES: usize> Persistence for Store<F, PAGES> {
@@ -119,6 +127,9 @@ impl<F: NorFlash, const PAGES: usize> Persistence for Store<F, PAGES> {
     }
     async fn flush(&mut self) -> Result<(), Error<F::Error>> {
         Store::flush(self).await
+    }
+    async fn maintain(&mut self) -> Result<Maintenance, Error<F::Error>> {
+        Store::maintain(self).await
     }
 }
 
@@ -213,6 +224,9 @@ impl<P: Persistence, T: Transform, const BUF: usize> Persistence for Transformed
     async fn flush(&mut self) -> Result<(), Error<P::FlashError>> {
         self.inner.flush().await
     }
+    async fn maintain(&mut self) -> Result<Maintenance, Error<P::FlashError>> {
+        self.inner.maintain().await
+    }
 }
 
 /// A blocking facade over any [`Persistence`] whose futures never pend, which is the case for
@@ -267,6 +281,10 @@ impl<P: Persistence> Blocking<P> {
     /// See [`Persistence::flush`].
     pub fn flush(&mut self) -> Result<(), Error<P::FlashError>> {
         block_on(self.0.flush())
+    }
+    /// See [`Persistence::maintain`]: one step; call until it returns [`Maintenance::Idle`].
+    pub fn maintain(&mut self) -> Result<Maintenance, Error<P::FlashError>> {
+        block_on(self.0.maintain())
     }
     /// See [`Persistence::keys`].
     pub fn keys(&mut self, cursor: &mut KeyCursor, out: &mut [Key]) -> Result<usize, Error<P::FlashError>> {

@@ -7,7 +7,7 @@ use crate::codec::namespace_hash;
 use crate::error::Error;
 use crate::identity::REGISTRY_NS;
 use crate::key::Key;
-use crate::log::{Chain, CursorPos, KEYS_BATCH, Loc, Log, MountReport, Source};
+use crate::log::{Chain, CursorPos, KEYS_BATCH, Loc, Log, Maintenance, MountReport, Source};
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
@@ -288,6 +288,31 @@ impl<F: NorFlash, const PAGES: usize> Store<F, PAGES> {
     pub async fn flush(&mut self) -> Res<(), F> {
         self.ns()?;
         self.log.flush_pending().await
+    }
+
+    /// Does one step of the work a later write would otherwise do on its way, and says which:
+    /// the recovery of the head page after a mount, erasing (or checking blank) the next pages
+    /// the log will open, or one compaction step. Call it while the device is idle (between
+    /// publishes), until it returns [`Maintenance::Idle`]: then, until writes use up the pages
+    /// it prepared (at least a page of records), a `put` of up to `max_value_len` bytes erases
+    /// nothing and compacts nothing, so its device time is that of programming its own record.
+    ///
+    /// Bounded: at most one page erase per call, or one compaction step (at most a page of
+    /// copies); called in a loop with no write between the calls it returns `Idle` after at most
+    /// [`Store::maintain_bound`] calls. Needs no open namespace.
+    ///
+    /// Nothing on flash differs from what writes do: a page erased ahead is an erased page
+    /// outside the log. Power loss or cancellation part-way leaves what it would during the put
+    /// that would have done the same step; after a remount nothing prepared is trusted, and a
+    /// page is checked or erased again before use (DESIGN.md section 23). Never [`Error::Full`].
+    pub async fn maintain(&mut self) -> Res<Maintenance, F> {
+        self.log.maintain().await
+    }
+
+    /// The most [`Store::maintain`] calls in a row, with no write between them, before one
+    /// returns [`Maintenance::Idle`].
+    pub fn maintain_bound() -> usize {
+        Log::<F, PAGES>::maintain_bound()
     }
 
     /// Deferred removals not yet written.

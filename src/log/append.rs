@@ -109,7 +109,16 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let info = self.pages[next as usize];
         let mut erase_count = self.erase_max;
         let mut erased_now = false;
-        if info.flags & F_BLANK == 0 {
+        if info.flags & F_BLANK != 0 {
+            // Known blank (maintain.rs): no read, no erase. A header write that fails on it is
+            // a flash failure, not the remains of an earlier cut.
+            debug_assert!(self.age(next).is_none(), "a page in the log flagged blank");
+            debug_assert!(info.flags & !(F_BLANK | F_ERASED) == 0, "a blank page with other flags");
+            if info.flags & F_ERASED != 0 {
+                erase_count = info.lo;
+                erased_now = true;
+            }
+        } else {
             // A page left unreadable by an interrupted erase reads as garbage: erased again.
             let old = self.header_ok(next).await?;
             let must_erase = info.flags & F_DIRTY != 0 || !self.is_blank(next, 0).await?;
@@ -188,7 +197,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// head page has room for a Retire record; otherwise the next page header retires them, and
     /// a cut between their erase and that header leaves the ring position after the head
     /// without a valid header, which mount drops from the log (it held nothing live).
-    async fn retire_dead_tail(&mut self) -> Res<(), F> {
+    pub(super) async fn retire_dead_tail(&mut self) -> Res<(), F> {
         let dead = self.dead_tail();
         if dead == 0 {
             return Ok(());

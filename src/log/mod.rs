@@ -40,8 +40,18 @@ const MIN_SPLIT: usize = 64;
 const STAGE: usize = 128;
 const F_CLEAR: u8 = 1;
 const F_MOVED: u8 = 2;
+/// A free page known blank (DESIGN.md section 23): erased by this mount (with [`F_ERASED`]) or
+/// read back blank by it while not [`F_DIRTY`], and nothing programmed in it since. RAM only:
+/// mount never sets it, so after a remount the page is checked or erased again as any other.
 const F_BLANK: u8 = 8;
+/// With [`F_BLANK`]: this mount erased the page (`lo` holds the erase count its header will
+/// carry, counting that erase once).
+const F_ERASED: u8 = 4;
 const F_DIRTY: u8 = 16;
+/// With [`F_DIRTY`]: the page reads blank but may hold a header write torn without a visible
+/// trace (the page after the head at mount); erased only when a write may reach it, so that a
+/// boot loop calling maintenance does not erase it at every boot (maintain.rs).
+const F_SUSPECT: u8 = 32;
 /// The page ended in an interrupted write: every record's CRC is checked when scanning it.
 const F_TORN: u8 = 64;
 
@@ -64,7 +74,8 @@ enum HeadPlan {
 /// know when a page holds nothing live.
 #[derive(Debug, Clone, Copy)]
 pub struct PageInfo {
-    /// Smallest and largest key id of any put or removal in the page.
+    /// Smallest and largest key id of any put or removal in the page. For a free page flagged
+    /// [`F_ERASED`], `lo` is instead the erase count its header will carry (maintain.rs).
     lo: u32,
     hi: u32,
     /// Charge of the live values whose first fragment is in the page
@@ -322,6 +333,9 @@ pub struct Log<F: NorFlash, const N: usize> {
     /// Namespaces of the records in the log: `None` none yet, `Some(Some(ns))` only `ns`,
     /// `Some(None)` more than one (conservative: never narrowed again until the log is empty).
     log_ns: Option<Option<u64>>,
+    /// Compaction steps [`Log::maintain`] made since the last client write's room check
+    /// (`make_room`): bounds a maintenance loop that compaction cannot finish.
+    maint_steps: u16,
 }
 
 const fn page_size<F: NorFlash>() -> u32 {
@@ -341,6 +355,7 @@ mod future_sizes;
 mod io;
 mod keys;
 mod lookup;
+mod maintain;
 mod mount;
 mod ops;
 mod pending;
@@ -350,6 +365,7 @@ mod space;
 mod value;
 
 pub use census::NsCount;
+pub use maintain::Maintenance;
 
 impl<F: NorFlash, const N: usize> Log<F, N> {
     /// The report of the last mount.

@@ -92,6 +92,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             moves: 0,
             cursors: [None; KEY_CURSORS],
             cursor_uses: 0,
+            maint_steps: 0,
         };
         match log.mount_inner().await {
             Ok(()) => Ok(log),

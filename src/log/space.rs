@@ -251,6 +251,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// invariant this fails only when the live data exceeds the capacity (an image written by
     /// something else) or the flash fails.
     pub async fn make_room(&mut self, need: u32, ns: u64) -> Res<(), F> {
+        // A client write: maintenance may compact again.
+        self.maint_steps = 0;
         self.check_head().await?;
         let target = need.saturating_add(self.keep());
         let mut last = self.avail();

@@ -765,6 +765,13 @@ impl<P: Persistence, const W: usize, const BUF: usize> Outbox<P, W, BUF> {
         self.store.flush().await?;
         Ok(())
     }
+
+    /// One step of the store's idle-time maintenance ([`crate::Store::maintain`]): call between
+    /// publishes until it returns [`crate::Maintenance::Idle`], so the next publishes' puts
+    /// erase nothing.
+    pub async fn maintain(&mut self) -> Result<crate::Maintenance, OutboxError<P::FlashError>> {
+        Ok(self.store.maintain().await?)
+    }
 }
 
 /// The length of the record under `key`: read into `scratch`, or the size the store reports

@@ -562,4 +562,9 @@ impl<P: Persistence, const W: usize, const BUF: usize, const R: usize> TieredOut
     pub async fn flush(&mut self) -> Res<(), P> {
         self.outbox.flush().await
     }
+
+    /// One step of the store's idle-time maintenance ([`Outbox::maintain`]).
+    pub async fn maintain(&mut self) -> Result<crate::Maintenance, OutboxError<P::FlashError>> {
+        self.outbox.maintain().await
+    }
 }
