@@ -810,3 +810,10 @@ fn outbox_and_blocking_wrappers() {
         while b.maintain().unwrap() != Maintenance::Idle {}
     }
 }
+
+#[test]
+fn near_capacity_smallest_rings() {
+    near_capacity::<512, 4, 1, 1>(false, 3000, 31);
+    near_capacity::<512, 5, 1, 4>(false, 3000, 32);
+    near_capacity::<1024, 4, 4, 4>(true, 3000, 33);
+}
