@@ -46,9 +46,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// [`Self::flash_answers`] too (a bus fault, a driver error, power gone), the error is
     /// returned, so a failing flash never reads as a store with fewer keys (DESIGN.md
     /// section 7).
-    // Not inlined (here and in `word_ok`): called from ten places, and each inlined copy of its
-    // state machine costs more flash than the call (DESIGN section 25).
-    #[inline(never)]
     pub(super) async fn read_ok(&mut self, addr: u32, out: &mut [u8]) -> Res<bool, F> {
         match self.read(addr, out).await {
             Ok(()) => Ok(true),
@@ -88,7 +85,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// A word read with [`Self::read_ok`]: `None` if unreadable.
-    #[inline(never)]
     pub(super) async fn word_ok(&mut self, addr: u32) -> Res<Option<u32>, F> {
         let mut b = [0u8; 4];
         Ok(self.read_ok(addr, &mut b).await?.then(|| u32::from_le_bytes(b)))

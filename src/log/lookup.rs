@@ -132,8 +132,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Where the current value of one key is.
-    // Not inlined: fewer bytes on thumbv7em (DESIGN section 25).
-    #[inline(never)]
     pub async fn locate(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
         let mut out = [Loc::Absent];
         self.locate_inner(&[(ns, key)], &mut out, true).await?;

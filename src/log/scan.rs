@@ -211,8 +211,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
 
     /// Reads the record at `(p, off)` with `tag` and checks its CRC, which covers `binding`
     /// first. A record that does not fit in its page, or that cannot be read, fails.
-    // Not inlined: fewer bytes on thumbv7em (DESIGN section 25).
-    #[inline(never)]
     pub(super) async fn crc_ok_at(&mut self, p: u16, off: u32, tag: Tag, binding: &Binding) -> Res<bool, F> {
         if off
             .checked_add(stored_len(tag.data_len(), ws::<F>()) as u32)

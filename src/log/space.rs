@@ -295,9 +295,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Sets every page's live charge from the flash: each put in it is looked up. Used by mount
     /// (so [`Self::charged`] is exact from the start) and after a clear of one of several
     /// namespaces.
-    // Not inlined into mount and clear: one copy of this loop saves 1.3 KB of .text on
-    // thumbv7em (DESIGN section 25).
-    #[inline(never)]
     pub async fn refine(&mut self) -> Res<(), F> {
         self.max_live_len = 0;
         for d in (0..self.len).rev() {

@@ -45,8 +45,6 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     }
 
     /// Checks the CRC of the fragment just read and steps to the next one.
-    // Not inlined: fewer bytes on thumbv7em (DESIGN section 25).
-    #[inline(never)]
     pub(super) async fn finish_fragment(&mut self, chain: &mut Chain) -> Res<(), F> {
         let flen = chain.tag.data_len() as u32;
         let stored = self
