@@ -31,8 +31,8 @@ fn futures_stay_within_their_ceilings() {
             drop(fut);
         }};
     }
-    size!("put", 4_780, log.put(0, k, &[b"x"], 1));
-    size!("flush_pending", 4_680, log.flush_pending());
+    size!("put", 4_260, log.put(0, k, &[b"x"], 1));
+    size!("flush_pending", 4_160, log.flush_pending());
     size!("remove", 3_390, log.remove(0, k));
     size!("clear", 3_370, log.clear(0));
     size!("mount_inner", 3_370, log.mount_inner());
@@ -43,14 +43,14 @@ fn futures_stay_within_their_ceilings() {
     size!("compact_oldest", 3_180, log.compact_oldest(0));
     size!("refine", 3_150, log.refine());
     size!("walk_live", 3_130, log.walk_live(0, false));
-    size!("census", 2_580, log.census(0, &mut counts));
+    size!("census", 2_600, log.census(0, &mut counts));
     size!(
         "next_keys",
         3_060,
         log.next_keys(0, ((0, 0, 0), 0, 0), &mut keys, false)
     );
     size!("locate", 1_280, log.locate(0, k));
-    size!("locate_many", 1_260, log.locate_many(&want, &mut locs));
+    size!("locate_many", 1_280, log.locate_many(&want, &mut locs));
     size!(
         "append_small",
         1_330,

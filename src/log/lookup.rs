@@ -4,24 +4,48 @@ use embedded_storage_async::nor_flash::NorFlash;
 
 use super::*;
 
+/// The keys a lookup resolves: `(namespace, key)` pairs, or keys of one namespace (which
+/// needs no array of pairs in the caller's future).
+#[derive(Clone, Copy)]
+pub(super) enum Want<'a> {
+    Pairs(&'a [(u64, Key)]),
+    Keys(u64, &'a [Key]),
+}
+
+impl Want<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Want::Pairs(w) => w.len(),
+            Want::Keys(_, k) => k.len(),
+        }
+    }
+
+    fn at(&self, i: usize) -> (u64, Key) {
+        match *self {
+            Want::Pairs(w) => w[i],
+            Want::Keys(ns, k) => (ns, k[i]),
+        }
+    }
+}
+
 impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Resolves the newest event of each wanted `(namespace, key)`, newest page first, skipping
     /// pages whose summary cannot hold the key. Pending deferred removals count as removed.
     pub async fn locate_many(&mut self, want: &[(u64, Key)], out: &mut [Loc]) -> Res<(), F> {
-        self.locate_inner(want, out, true).await
+        self.locate_inner(Want::Pairs(want), out, true).await
     }
 
     /// [`Self::locate_many`] ignoring pending deferred removals: where the records still are.
     pub(super) async fn locate_many_raw(&mut self, want: &[(u64, Key)], out: &mut [Loc]) -> Res<(), F> {
-        self.locate_inner(want, out, false).await
+        self.locate_inner(Want::Pairs(want), out, false).await
     }
 
-    pub(super) async fn locate_inner(
-        &mut self,
-        want: &[(u64, Key)],
-        out: &mut [Loc],
-        honor_pending: bool,
-    ) -> Res<(), F> {
+    /// [`Self::locate_many_raw`] for keys of one namespace.
+    pub(super) async fn locate_keys_raw(&mut self, ns: u64, keys: &[Key], out: &mut [Loc]) -> Res<(), F> {
+        self.locate_inner(Want::Keys(ns, keys), out, false).await
+    }
+
+    pub(super) async fn locate_inner(&mut self, want: Want<'_>, out: &mut [Loc], honor_pending: bool) -> Res<(), F> {
         // Bit i of `resolved`: want[i]'s newest event is known (in `out[i]`). Bit i of `seen`:
         // the page being scanned has an event of want[i], the latest of them in `out[i]` (a
         // later record of the page replaces it); at the page's end seen keys are resolved.
@@ -32,9 +56,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         let mut resolved = 0u32;
         for i in 0..n {
             out[i] = Loc::Absent;
-            if honor_pending && self.is_pending(want[i].0, want[i].1) {
+            if honor_pending && self.is_pending(want.at(i).0, want.at(i).1) {
                 resolved |= 1 << i;
-            } else if let Some(loc) = self.recent_loc(want[i].0, want[i].1).await? {
+            } else if let Some(loc) = self.recent_loc(want.at(i).0, want.at(i).1).await? {
                 out[i] = loc;
                 resolved |= 1 << i;
             }
@@ -46,7 +70,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
             let p = self.ring_back(self.head, d);
             let info = self.pages[p as usize];
-            if !(0..n).any(|i| open(resolved, i) && info.may_hold(want[i].1)) {
+            if !(0..n).any(|i| open(resolved, i) && info.may_hold(want.at(i).1)) {
                 continue;
             }
             let Some(mut c) = self.log_cursor(p).await? else {
@@ -58,8 +82,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     RecordType::Put(_) => {
                         for i in 0..n {
                             if open(resolved, i)
-                                && Some(want[i].1) == e.key
-                                && want[i].0 == e.ns
+                                && Some(want.at(i).1) == e.key
+                                && want.at(i).0 == e.ns
                                 && let Some((stored, len)) = self.chain_extent(p, e.off, e.tag).await?
                             {
                                 out[i] = Loc::At {
@@ -74,7 +98,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     }
                     RecordType::Tombstone => {
                         for i in 0..n {
-                            if open(resolved, i) && Some(want[i].1) == e.key && want[i].0 == e.ns {
+                            if open(resolved, i) && Some(want.at(i).1) == e.key && want.at(i).0 == e.ns {
                                 out[i] = Loc::Absent;
                                 seen |= 1 << i;
                             }
@@ -83,10 +107,10 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     RecordType::Batch => {
                         let base = le32(&e.aux[0..4]);
                         for i in 0..n {
-                            let k = want[i].1;
+                            let k = want.at(i).1;
                             let bit = k.id().wrapping_sub(base);
                             if !open(resolved, i)
-                                || want[i].0 != e.ns
+                                || want.at(i).0 != e.ns
                                 || Some(k.kind()) != e.tag.kind()
                                 || bit >= e.span
                             {
@@ -103,7 +127,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                     }
                     RecordType::Clear => {
                         for i in 0..n {
-                            if open(resolved, i) && want[i].0 == e.ns {
+                            if open(resolved, i) && want.at(i).0 == e.ns {
                                 out[i] = Loc::Absent;
                                 seen |= 1 << i;
                             }
@@ -121,7 +145,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// is still on flash and charged until the removal is written).
     pub async fn locate_raw(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
         let mut out = [Loc::Absent];
-        self.locate_inner(&[(ns, key)], &mut out, false).await?;
+        self.locate_inner(Want::Keys(ns, &[key]), &mut out, false).await?;
         Ok(out[0])
     }
 
@@ -134,7 +158,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
     /// Where the current value of one key is.
     pub async fn locate(&mut self, ns: u64, key: Key) -> Res<Loc, F> {
         let mut out = [Loc::Absent];
-        self.locate_inner(&[(ns, key)], &mut out, true).await?;
+        self.locate_inner(Want::Keys(ns, &[key]), &mut out, true).await?;
         Ok(out[0])
     }
 }

@@ -52,38 +52,38 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let user = self.room_to_remove(Self::costs().x, actual, ns).await?;
             let n = self.pending_len as usize;
             let keys = self.pending;
-            let mut want = [(0u64, Key::sent(0)); BATCH];
-            for (w, &k) in want.iter_mut().zip(&keys[..n]) {
-                *w = (ns, k);
-            }
             let mut locs = [Loc::Absent; BATCH];
-            self.locate_many_raw(&want[..n], &mut locs[..n]).await?;
+            self.locate_keys_raw(ns, &keys[..n], &mut locs[..n]).await?;
+            // Bit i: keys[i] needs no (more) removal record; `member`: it is in this record.
+            // Bitmasks, not arrays, keep the future small (DESIGN.md section 22).
+            const { assert!(BATCH <= 32, "flush bitmasks hold BATCH keys") };
+            let mut done = 0u32;
             // A key with no record needs no removal record.
-            let mut done = [false; BATCH];
             for i in 0..n {
                 if locs[i] == Loc::Absent {
-                    done[i] = true;
+                    done |= 1 << i;
                     self.unpend(keys[i]);
                 }
             }
-            let Some(first) = (0..n).find(|&i| !done[i]) else {
+            let open = |done: u32, i: usize| done & (1 << i) == 0;
+            let Some(first) = (0..n).find(|&i| open(done, i)) else {
                 return Ok(());
             };
             // A group: one kind, from its smallest pending id, at most 256 ids wide.
             let kind = keys[first].kind();
             let base = (0..n)
-                .filter(|&i| !done[i] && keys[i].kind() == kind)
+                .filter(|&i| open(done, i) && keys[i].kind() == kind)
                 .map(|i| keys[i].id())
                 .min()
                 .unwrap_or(0);
             let max_ids = 8 * (MAX_BATCH_DATA - 4) as u32;
-            let mut member = [false; BATCH];
+            let mut member = 0u32;
             let mut bitmap = [0u8; MAX_BATCH_DATA];
             let mut top = 0u32;
             for i in 0..n {
                 let bit = keys[i].id().wrapping_sub(base);
-                if !done[i] && keys[i].kind() == kind && bit < max_ids {
-                    member[i] = true;
+                if open(done, i) && keys[i].kind() == kind && bit < max_ids {
+                    member |= 1 << i;
                     bitmap[4 + bit as usize / 8] |= 1 << (bit % 8);
                     top = top.max(bit);
                 }
@@ -93,7 +93,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let tag = Tag::new(RecordType::Batch, false, len as u16, kind.code() as u16);
             self.append_small(tag, &bitmap[..len], ns, None, user).await?;
             self.pages[self.head as usize].note(kind, base, base + top);
-            for i in (0..n).filter(|&i| member[i]) {
+            for i in (0..n).filter(|&i| member & (1 << i) != 0) {
                 self.unpend(keys[i]);
                 self.uncharge(locs[i]);
                 self.recent_drop(ns, keys[i]);
