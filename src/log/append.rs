@@ -458,7 +458,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             info.flags |= F_CLEAR;
         }
         if let Some(k) = key {
-            info.note(k.kind(), k.id(), k.id());
+            info.note_in(ns, k.kind(), k.id(), k.id());
         }
         match tag.ty {
             RecordType::Tombstone => {
@@ -510,7 +510,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if let Some((seq, ord)) = self.head_ctx.origin {
             self.head_ctx.origin = Some((seq, ord.wrapping_add(1)));
         }
-        self.pages[start_page as usize].note(key.kind(), key.id(), key.id());
+        self.pages[start_page as usize].note_in(ns, key.kind(), key.id(), key.id());
         self.recent_put(ns, key, start_page, start_off, origin.is_none());
         Ok((start_page, start_off, stored_total))
     }

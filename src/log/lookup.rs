@@ -70,7 +70,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             }
             let p = self.ring_back(self.head, d);
             let info = self.pages[p as usize];
-            if !(0..n).any(|i| open(resolved, i) && info.may_hold(want.at(i).1)) {
+            if !(0..n).any(|i| open(resolved, i) && info.may_hold_in(want.at(i).0, want.at(i).1)) {
                 continue;
             }
             let Some(mut c) = self.log_cursor(p).await? else {

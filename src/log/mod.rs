@@ -23,6 +23,9 @@ use crate::codec::{
 use crate::error::{Error, GeometryError};
 use crate::key::{Key, Kind};
 
+/// The namespace whose records stay out of the page summaries (the identity registry).
+const UNSUMMARIZED_NS: u64 = crate::identity::REGISTRY_NS;
+
 /// Keys resolved per liveness pass, and the capacity of the deferred-removal set.
 pub const BATCH: usize = 32;
 /// Keys gathered per pass over the log by `Store::keys`, which makes as many passes as it takes
@@ -54,6 +57,9 @@ const F_DIRTY: u8 = 16;
 const F_SUSPECT: u8 = 32;
 /// The page ended in an interrupted write: every record's CRC is checked when scanning it.
 const F_TORN: u8 = 64;
+/// A log page holding a record of the identity registry's namespace, which stays out of the
+/// id ranges (`PageInfo::note_in`): lookups in that namespace scan these pages only.
+const F_REGISTRY: u8 = 128;
 
 type Res<T, F> = Result<T, Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>>;
 
@@ -113,6 +119,29 @@ impl PageInfo {
     fn may_hold(&self, key: Key) -> bool {
         self.flags & F_CLEAR != 0
             || (self.kinds & (1 << key.kind().code()) != 0 && self.lo <= key.id() && key.id() <= self.hi)
+    }
+
+    /// [`Self::note`] for a record of namespace `ns`. The identity registry's records are left
+    /// out: their ids are namespace hashes (`Key::command(hash)`), and one of them in a page's
+    /// id range would make every command-key lookup scan that page (and, as compaction carries
+    /// the entry along, always some page). Such a page is flagged [`F_REGISTRY`] instead, and
+    /// lookups in that namespace scan the flagged pages ([`Self::may_hold_in`]).
+    fn note_in(&mut self, ns: u64, kind: Kind, lo: u32, hi: u32) {
+        if ns == UNSUMMARIZED_NS {
+            self.flags |= F_REGISTRY;
+        } else {
+            self.note(kind, lo, hi);
+        }
+    }
+
+    /// [`Self::may_hold`] for a key of namespace `ns`: for the registry's, whether the page
+    /// holds any registry record (see [`Self::note_in`]).
+    fn may_hold_in(&self, ns: u64, key: Key) -> bool {
+        if ns == UNSUMMARIZED_NS {
+            self.flags & (F_REGISTRY | F_CLEAR) != 0
+        } else {
+            self.may_hold(key)
+        }
     }
 }
 

@@ -265,17 +265,17 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         match e.tag.ty {
             RecordType::Put(kind) => {
                 let id = e.key.map_or(0, |k| k.id());
-                info.note(kind, id, id);
+                info.note_in(e.ns, kind, id, id);
             }
             RecordType::Tombstone => {
                 if let Some(k) = e.key {
-                    info.note(k.kind(), k.id(), k.id());
+                    info.note_in(e.ns, k.kind(), k.id(), k.id());
                 }
             }
             RecordType::Batch => {
                 if let (Some(kind), true) = (e.tag.kind(), e.span > 0) {
                     let base = le32(&e.aux[0..4]);
-                    info.note(kind, base, base.saturating_add(e.span - 1));
+                    info.note_in(e.ns, kind, base, base.saturating_add(e.span - 1));
                 }
             }
             RecordType::Clear => info.flags |= F_CLEAR,

@@ -92,7 +92,7 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             bitmap[0..4].copy_from_slice(&base.to_le_bytes());
             let tag = Tag::new(RecordType::Batch, false, len as u16, kind.code() as u16);
             self.append_small(tag, &bitmap[..len], ns, None, user).await?;
-            self.pages[self.head as usize].note(kind, base, base + top);
+            self.pages[self.head as usize].note_in(ns, kind, base, base + top);
             for i in (0..n).filter(|&i| member & (1 << i) != 0) {
                 self.unpend(keys[i]);
                 self.uncharge(locs[i]);
