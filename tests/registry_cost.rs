@@ -67,7 +67,7 @@ fn the_entry_is_still_found_after_compaction_moved_it() {
         }
     }
     assert!(s.moved_records() > moved_before);
-    drop(s);
+    let f = s.into_flash(); // power off; remount from the flash alone
     let mut s: Store<&mut Sim, 16> = block_on(Store::mount(&mut *f, Config::new(128)))
         .map_err(|e| e.1)
         .unwrap();

@@ -45,6 +45,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         self.locate_inner(Want::Keys(ns, keys), out, false).await
     }
 
+    // `i` is the key's index in `want`, in `out` and the bit in the masks at once.
+    #[allow(clippy::needless_range_loop)]
     pub(super) async fn locate_inner(&mut self, want: Want<'_>, out: &mut [Loc], honor_pending: bool) -> Res<(), F> {
         // Bit i of `resolved`: want[i]'s newest event is known (in `out[i]`). Bit i of `seen`:
         // the page being scanned has an event of want[i], the latest of them in `out[i]` (a

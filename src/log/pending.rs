@@ -80,9 +80,9 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
             let mut member = 0u32;
             let mut bitmap = [0u8; MAX_BATCH_DATA];
             let mut top = 0u32;
-            for i in 0..n {
-                let bit = keys[i].id().wrapping_sub(base);
-                if open(done, i) && keys[i].kind() == kind && bit < max_ids {
+            for (i, key) in keys[..n].iter().enumerate() {
+                let bit = key.id().wrapping_sub(base);
+                if open(done, i) && key.kind() == kind && bit < max_ids {
                     member |= 1 << i;
                     bitmap[4 + bit as usize / 8] |= 1 << (bit % 8);
                     top = top.max(bit);
