@@ -262,18 +262,8 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
         if reclaim {
             return Ok(Maintenance::Compacted);
         }
-        // The same escape from chasing the tail as make_room's (space.rs).
-        let now = self.avail();
-        let chase = now <= last && self.len - self.dead_tail() == 2;
-        let rotation = step % N == N - 1;
-        if (chase || rotation)
-            && self.len > 0
-            && self.head_off > PAGE_HEADER_LEN as u32
-            && N as u16 - self.len + self.dead_tail() >= 2
-        {
-            let ctx = self.head_ctx;
-            self.open_page(Ctx { origin: None, ..ctx }, None, true).await?;
-        }
+        // The same escape from chasing the tail as make_room's.
+        self.escape_chase(last, step).await?;
         Ok(Maintenance::Compacted)
     }
 }

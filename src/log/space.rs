@@ -261,26 +261,31 @@ impl<F: NorFlash, const N: usize> Log<F, N> {
                 return Ok(());
             }
             self.compact_oldest(ns).await?;
-            // Compaction copies to the head page's end. A value that then straddles into the
-            // next page leaves as much dead space before it in the page it came from, and
-            // copying it again from there chases the tail without ever packing the log: when
-            // all that is live sits in the tail and the head page and a step freed nothing, or
-            // when a whole rotation did not make the room, the next copy starts a fresh page,
-            // which leaves no dead space before it (one head remainder wasted, once).
-            let now = self.avail();
-            let chase = now <= last && self.len - self.dead_tail() == 2;
-            let rotation = step % N == N - 1;
-            if (chase || rotation)
-                && self.len > 0
-                && self.head_off > PAGE_HEADER_LEN as u32
-                && N as u16 - self.len + self.dead_tail() >= 2
-            {
-                let ctx = self.head_ctx;
-                self.open_page(Ctx { origin: None, ..ctx }, None, true).await?;
-            }
+            self.escape_chase(last, step).await?;
             last = self.avail();
         }
         Err(Error::Full)
+    }
+
+    /// After compaction step `step` of a run (`last`: the space available before it).
+    /// Compaction copies to the head page's end. A value that then straddles into the next page
+    /// leaves as much dead space before it in the page it came from, and copying it again from
+    /// there chases the tail without ever packing the log: when all that is live sits in the
+    /// tail and the head page and a step freed nothing, or when a whole rotation did not make
+    /// the room, the next copy starts a fresh page, which leaves no dead space before it (one
+    /// head remainder wasted, once). Used by `make_room` and by maintenance's compaction steps.
+    pub(super) async fn escape_chase(&mut self, last: u32, step: usize) -> Res<(), F> {
+        let chase = self.avail() <= last && self.len - self.dead_tail() == 2;
+        let rotation = step % N == N - 1;
+        if (chase || rotation)
+            && self.len > 0
+            && self.head_off > PAGE_HEADER_LEN as u32
+            && N as u16 - self.len + self.dead_tail() >= 2
+        {
+            let ctx = self.head_ctx;
+            self.open_page(Ctx { origin: None, ..ctx }, None, true).await?;
+        }
+        Ok(())
     }
 
     /// The bound on what compacting page `p` appends (its live values, its context records,
